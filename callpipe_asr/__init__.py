@@ -1,0 +1,8 @@
+"""callpipe-asr: self-hosted speech-to-text for telephony."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("callpipe-asr")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"

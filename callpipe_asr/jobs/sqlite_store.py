@@ -1,0 +1,389 @@
+"""The embedded job store: one SQLite file in WAL mode holding jobs, their audio and transcripts.
+
+Every write commits with ``synchronous=FULL`` before the caller acknowledges anything, so an
+accepted job survives SIGKILL or power loss. All access goes through one connection on one
+dedicated thread: SQLite serialises writers anyway, and a single thread keeps the event loop
+free without any locking of our own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from ..errors import QueueFull
+from ..settings import JobSettings
+from ..transcript import AudioHints, RecognitionOptions, Transcript
+from .model import ClaimedJob, Job, JobRequest, JobStatus, QueueStats
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SECONDS_PER_DAY = 86_400.0
+MAX_RETRY_AFTER_SECONDS = 300
+JOB_COLUMNS = (
+    "id, status, created_at, started_at, finished_at, expires_at, dialect, owner, filename, content_type, "
+    "options, hints, attempts, error, error_code, transcript, audio_duration, "
+    "EXISTS(SELECT 1 FROM job_audio a WHERE a.job_id = jobs.id) AS has_audio"
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, their audio apart (listing jobs never reads blobs), transcripts as JSON.
+    """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        expires_at REAL,
+        dialect TEXT NOT NULL,
+        owner TEXT,
+        filename TEXT,
+        content_type TEXT,
+        options TEXT NOT NULL,
+        hints TEXT,
+        dedupe_key TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        claim_token TEXT,
+        error TEXT,
+        error_code TEXT,
+        transcript TEXT,
+        audio_duration REAL
+    );
+    CREATE INDEX jobs_status_seq ON jobs (status, seq);
+    CREATE INDEX jobs_dedupe ON jobs (dedupe_key, created_at);
+    CREATE INDEX jobs_expires ON jobs (expires_at);
+    CREATE TABLE job_audio (
+        job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    );
+    """,
+)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer callpipe-asr; refuse rather than damage it."""
+
+
+def migrate(connection: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the schema to the newest version, one transaction per step; return that version."""
+    connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = connection.execute("SELECT version FROM schema_version").fetchone()
+    current = int(row[0]) if row else 0
+    if row is None:
+        connection.execute("INSERT INTO schema_version (version) VALUES (0)")
+        connection.commit()
+    if current > len(migrations):
+        raise SchemaTooNew(f"the job database has schema version {current}; this callpipe-asr knows up to {len(migrations)}")
+    for version in range(current + 1, len(migrations) + 1):
+        log.info("upgrading job database schema to version %d", version)
+        with connection:
+            for statement in _statements(migrations[version - 1]):
+                connection.execute(statement)
+            connection.execute("UPDATE schema_version SET version = ?", (version,))
+    return len(migrations)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class SQLiteJobStore:
+    """Jobs in ``<data_dir>/jobs.sqlite3``; see the module docstring for the durability rules."""
+
+    def __init__(self, path: Path, settings: JobSettings, clock: Callable[[], float] = time.time) -> None:
+        self._path = path
+        self._settings = settings
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._connection: sqlite3.Connection | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._run(self._connection.close)
+            self._connection = None
+        self._executor.shutdown(wait=True)
+
+    def _open_sync(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level="DEFERRED")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA busy_timeout=10000")
+        migrate(connection)
+        self._connection = connection
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError("the job store is not open")
+        return self._connection
+
+    async def ping(self) -> bool:
+        try:
+            await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+        except (sqlite3.Error, RuntimeError):
+            return False
+        return True
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    async def submit(self, request: JobRequest) -> tuple[Job, bool]:
+        """Store a job with its audio and commit; return it and whether it is new.
+
+        A request matching a queued, running or recently finished job (same audio, options and
+        key) returns that job instead. Over ``max_queued`` active jobs new work is refused with
+        :class:`QueueFull`, except for callers that may exceed it, up to ``hard_max_queued``.
+        """
+        return await self._run(self._submit_sync, request)
+
+    def _submit_sync(self, request: JobRequest) -> tuple[Job, bool]:
+        now = self._clock()
+        key = request.dedupe_key
+        with self._db:
+            row = self._db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE dedupe_key = ? AND status != 'failed' AND created_at >= ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (key, now - self._settings.duplicate_window_seconds),
+            ).fetchone()
+            if row is not None:
+                return _job_from_row(row), False
+            active = self._active_count()
+            limit = self._settings.hard_max_queued if request.may_exceed_queue else self._settings.max_queued
+            if active >= limit:
+                raise QueueFull(
+                    f"the queue is full ({active} jobs waiting or running); try again later",
+                    self._retry_after_seconds(active),
+                )
+            job_id = secrets.token_urlsafe(16)
+            self._db.execute(
+                "INSERT INTO jobs (id, status, created_at, dialect, owner, filename, content_type, options, hints, "
+                "dedupe_key, audio_duration) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    now,
+                    request.dialect,
+                    request.owner,
+                    request.filename,
+                    request.content_type,
+                    json.dumps(request.options.to_dict()),
+                    json.dumps(request.hints.to_dict()) if request.hints else None,
+                    key,
+                    request.audio_duration,
+                ),
+            )
+            self._db.execute("INSERT INTO job_audio (job_id, data) VALUES (?, ?)", (job_id, request.audio))
+        job = self._get_sync(job_id)
+        assert job is not None
+        return job, True
+
+    def _active_count(self) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()
+        return int(row[0])
+
+    def _retry_after_seconds(self, active: int) -> int:
+        average = self._average_processing_seconds() or 5.0
+        estimate = average * active / max(1, self._settings.workers)
+        return int(min(MAX_RETRY_AFTER_SECONDS, max(1, round(estimate))))
+
+    # -- working ------------------------------------------------------------------------------
+
+    async def claim(self) -> ClaimedJob | None:
+        """Take the oldest queued job for a worker, counting the attempt."""
+        return await self._run(self._claim_sync)
+
+    def _claim_sync(self) -> ClaimedJob | None:
+        token = secrets.token_hex(16)
+        with self._db:
+            row = self._db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, claim_token = ? "
+                "WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) RETURNING id",
+                (self._clock(), token),
+            ).fetchone()
+        if row is None:
+            return None
+        job_id = row[0]
+        audio = self._db.execute("SELECT data FROM job_audio WHERE job_id = ?", (job_id,)).fetchone()
+        job = self._get_sync(job_id)
+        assert job is not None
+        return ClaimedJob(job=job, audio=bytes(audio[0]) if audio else b"", token=token)
+
+    async def finish(self, job_id: str, token: str, transcript: Transcript) -> bool:
+        """Record the result; False when the claim is no longer held (job deleted or re-claimed)."""
+        return await self._run(self._end_sync, job_id, token, JobStatus.DONE, json.dumps(transcript.to_dict()), None, None)
+
+    async def fail(self, job_id: str, token: str, reason: str, code: str) -> bool:
+        return await self._run(self._end_sync, job_id, token, JobStatus.FAILED, None, reason, code)
+
+    def _end_sync(
+        self, job_id: str, token: str, status: JobStatus, transcript: str | None, error: str | None, code: str | None
+    ) -> bool:
+        now = self._clock()
+        expires = now + self._settings.retention_days * SECONDS_PER_DAY
+        with self._db:
+            updated = self._db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, transcript = ?, error = ?, "
+                "error_code = ?, claim_token = NULL WHERE id = ? AND claim_token = ? AND status = 'running'",
+                (status.value, now, expires, transcript, error, code, job_id, token),
+            ).rowcount
+            if updated and not self._settings.keep_audio:
+                self._db.execute("DELETE FROM job_audio WHERE job_id = ?", (job_id,))
+        return bool(updated)
+
+    async def release(self, job_id: str, token: str) -> bool:
+        """Give a claimed job back to the queue without counting the attempt (clean shutdown)."""
+        return await self._run(self._release_sync, job_id, token)
+
+    def _release_sync(self, job_id: str, token: str) -> bool:
+        with self._db:
+            return bool(
+                self._db.execute(
+                    "UPDATE jobs SET status = 'queued', started_at = NULL, claim_token = NULL, "
+                    "attempts = MAX(0, attempts - 1) WHERE id = ? AND claim_token = ? AND status = 'running'",
+                    (job_id, token),
+                ).rowcount
+            )
+
+    async def recover(self) -> tuple[int, int]:
+        """At start-up: jobs left running by a dead process go back to the queue, or fail once they
+        have used all their attempts (a job that kills the process must not crash-loop it)."""
+        return await self._run(self._recover_sync)
+
+    def _recover_sync(self) -> tuple[int, int]:
+        now = self._clock()
+        expires = now + self._settings.retention_days * SECONDS_PER_DAY
+        attempts = self._settings.max_attempts
+        with self._db:
+            failed = self._db.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, expires_at = ?, claim_token = NULL, "
+                "error_code = 'worker_crashed', error = 'processing this audio stopped the server ' || attempts || "
+                "' times; it was not retried again' WHERE status = 'running' AND attempts >= ?",
+                (now, expires, attempts),
+            ).rowcount
+            if failed and not self._settings.keep_audio:
+                self._db.execute(
+                    "DELETE FROM job_audio WHERE job_id IN (SELECT id FROM jobs WHERE status = 'failed')"
+                )
+            requeued = self._db.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL, claim_token = NULL WHERE status = 'running'"
+            ).rowcount
+        if requeued or failed:
+            log.warning("recovered jobs after an unclean stop: %d back in the queue, %d failed", requeued, failed)
+        return requeued, failed
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._run(self._get_sync, job_id)
+
+    def _get_sync(self, job_id: str) -> Job | None:
+        row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job_from_row(row) if row else None
+
+    async def audio(self, job_id: str) -> bytes | None:
+        def read() -> bytes | None:
+            row = self._db.execute("SELECT data FROM job_audio WHERE job_id = ?", (job_id,)).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._run(read)
+
+    async def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to run; None when the job is not queued."""
+
+        def position() -> int | None:
+            row = self._db.execute(
+                "SELECT COUNT(*) + 1 FROM jobs WHERE status = 'queued' AND seq < "
+                "(SELECT seq FROM jobs WHERE id = ? AND status = 'queued')",
+                (job_id,),
+            ).fetchone()
+            exists = self._db.execute("SELECT 1 FROM jobs WHERE id = ? AND status = 'queued'", (job_id,)).fetchone()
+            return int(row[0]) if exists else None
+
+        return await self._run(position)
+
+    async def stats(self) -> QueueStats:
+        def read() -> QueueStats:
+            counts = dict(
+                self._db.execute(
+                    "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status"
+                ).fetchall()
+            )
+            return QueueStats(
+                queued=int(counts.get("queued", 0)),
+                running=int(counts.get("running", 0)),
+                average_processing_seconds=self._average_processing_seconds(),
+            )
+
+        return await self._run(read)
+
+    def _average_processing_seconds(self) -> float | None:
+        row = self._db.execute(
+            "SELECT AVG(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs "
+            "WHERE status = 'done' AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT 50)"
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    # -- removing -----------------------------------------------------------------------------
+
+    async def delete(self, job_id: str) -> bool:
+        def remove() -> bool:
+            with self._db:
+                return bool(self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount)
+
+        return await self._run(remove)
+
+    async def purge_expired(self) -> int:
+        """Delete finished jobs whose retention has ended; return how many."""
+
+        def purge() -> int:
+            with self._db:
+                return int(
+                    self._db.execute(
+                        "DELETE FROM jobs WHERE expires_at IS NOT NULL AND expires_at < ?", (self._clock(),)
+                    ).rowcount
+                )
+
+        return await self._run(purge)
+
+
+def _job_from_row(row: Sequence[Any]) -> Job:
+    (job_id, status, created_at, started_at, finished_at, expires_at, dialect, owner, filename, content_type,
+     options, hints, attempts, error, error_code, transcript, audio_duration, has_audio) = row
+    return Job(
+        id=job_id,
+        status=JobStatus(status),
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        expires_at=expires_at,
+        dialect=dialect,
+        owner=owner,
+        filename=filename,
+        content_type=content_type,
+        options=RecognitionOptions.from_dict(json.loads(options)),
+        hints=AudioHints.from_dict(json.loads(hints)) if hints else None,
+        attempts=attempts,
+        error=error,
+        error_code=error_code,
+        transcript=Transcript.from_dict(json.loads(transcript)) if transcript else None,
+        audio_duration=audio_duration,
+        has_audio=bool(has_audio),
+    )

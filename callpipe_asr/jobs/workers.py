@@ -1,0 +1,80 @@
+"""The worker pool: claims jobs, runs recognition off the event loop, stores results.
+
+``workers`` asyncio tasks share one thread pool of the same size, so at most that many
+recognitions run at once and the event loop stays free for health checks and pages. An error in
+one job ends that job as failed; it never ends the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import CallpipeError
+from ..pipeline import Recognizer
+from .events import JobEvents
+from .model import ClaimedJob
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    def __init__(self, store: JobStore, recognizer: Recognizer, events: JobEvents, workers: int, poll_interval_seconds: float) -> None:
+        self._store = store
+        self._recognizer = recognizer
+        self._events = events
+        self._size = workers
+        self._poll = poll_interval_seconds
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recognizer")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work(index), name=f"worker-{index}") for index in range(self._size)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _work(self, index: int) -> None:
+        while True:
+            try:
+                claimed = await self._store.claim()
+            except Exception:  # the store may be briefly unavailable; keep the worker alive
+                log.exception("worker %d could not claim a job", index)
+                await asyncio.sleep(self._poll)
+                continue
+            if claimed is None:
+                await self._events.wait_for_work(self._poll)
+                continue
+            await self._process(claimed)
+
+    async def _process(self, claimed: ClaimedJob) -> None:
+        job = claimed.job
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._recognizer.recognize, claimed.audio, job.hints, job.options, job.id
+        )
+        try:
+            transcript = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Shutting down: hand the job back untouched; the next start runs it again.
+            await self._store.release(job.id, claimed.token)
+            raise
+        except CallpipeError as exc:
+            log.info("job %s failed: %s", job.id, exc.message)
+            await self._store.fail(job.id, claimed.token, exc.message, exc.code)
+        except Exception as exc:  # a bug or a library error: the job fails, the worker lives on
+            log.exception("job %s failed unexpectedly", job.id)
+            await self._store.fail(job.id, claimed.token, f"internal error while recognising: {type(exc).__name__}", "internal_error")
+        else:
+            if not await self._store.finish(job.id, claimed.token, transcript):
+                log.info("job %s was deleted while it ran; its result is discarded", job.id)
+        finally:
+            self._events.job_ended(job.id)

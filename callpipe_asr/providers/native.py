@@ -1,0 +1,101 @@
+"""callpipe-asr's own JSON API (``/api/v1/jobs``), used by scripts and the FreeSWITCH Lua.
+
+Pure translation: form fields to :class:`RecognitionOptions`, jobs and errors to JSON documents.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Mapping
+
+from ..errors import CallpipeError, InvalidRequest
+from ..jobs import JobProgress
+from ..transcript import ChannelMode, RecognitionOptions
+
+LANGUAGE_CODE_MAX_CHARS = 16
+
+
+def options_from_fields(fields: Mapping[str, str]) -> RecognitionOptions:
+    """Recognition options from the form fields ``language``, ``model``, ``prompt``, ``channels``."""
+    language = _optional(fields, "language")
+    if language is not None:
+        language = language.split("-")[0].split("_")[0].lower()
+        if not language.isalpha() or len(language) > LANGUAGE_CODE_MAX_CHARS:
+            raise InvalidRequest(f"'language' must be a language code such as 'en', not {fields['language']!r}")
+    channels = _optional(fields, "channels") or ChannelMode.AUTO.value
+    try:
+        channel_mode = ChannelMode(channels)
+    except ValueError as exc:
+        raise InvalidRequest(f"'channels' must be one of auto, mix, separate, not {channels!r}") from exc
+    return RecognitionOptions(
+        model=_optional(fields, "model"),
+        language=language,
+        prompt=_optional(fields, "prompt"),
+        channel_mode=channel_mode,
+    )
+
+
+def wait_seconds_from_fields(fields: Mapping[str, str], maximum: float) -> float:
+    raw = _optional(fields, "wait")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"'wait' must be a number of seconds, not {raw!r}") from exc
+    if value < 0:
+        raise InvalidRequest("'wait' must not be negative")
+    return min(value, maximum)
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {
+        "self": f"/api/v1/jobs/{job_id}",
+        "page": f"/transcripts/{job_id}",
+        "text": f"/transcripts/{job_id}.txt",
+        "srt": f"/transcripts/{job_id}.srt",
+        "vtt": f"/transcripts/{job_id}.vtt",
+    }
+
+
+def job_document(progress: JobProgress) -> dict[str, Any]:
+    job = progress.job
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "queue_position": progress.queue_position,
+        "estimated_seconds": round(progress.estimated_seconds, 1) if progress.estimated_seconds is not None else None,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "expires_at": _iso(job.expires_at),
+        "attempts": job.attempts,
+        "filename": job.filename,
+        "audio_duration": job.audio_duration,
+        "options": job.options.to_dict(),
+        "error": {"code": job.error_code, "message": job.error} if job.error else None,
+        "transcript": job.transcript.to_dict() if job.transcript else None,
+        "links": job_links(job.id),
+    }
+
+
+def accepted_document(progress: JobProgress) -> dict[str, Any]:
+    return {"id": progress.job.id, "status": progress.job.status.value, "links": job_links(progress.job.id)}
+
+
+def error_document(error: CallpipeError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message, "status": error.status}}
+
+
+def _optional(fields: Mapping[str, str], name: str) -> str | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,26 @@
+"""Typed application state: everything the app owns, reachable through ``web.AppKey``s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..engines import ModelRegistry
+from ..jobs import JobService
+from ..settings import Settings
+
+
+@dataclass
+class Runtime:
+    """The resources the running app opened in its cleanup context (closed there too)."""
+
+    service: JobService
+    registry: ModelRegistry
+    runs_workers: bool
+    model_error: str | None = None
+    """Why the default model failed to load, for /readyz; None while loading or once loaded."""
+
+
+SETTINGS = web.AppKey("settings", Settings)
+RUNTIME = web.AppKey("runtime", Runtime)
