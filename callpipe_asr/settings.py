@@ -98,6 +98,42 @@ class ModelSettings:
     """ISO 639-1 codes the model serves; empty means every language Whisper knows."""
 
 
+@dataclass(frozen=True)
+class AuthSettings:
+    api_keys: tuple[str, ...] = ()
+    """Keys clients must present, each in its own dialect's style (Bearer, ``apikey:KEY``,
+    ``Token KEY``, ``?key=``...). Empty: no keys are checked, so keep ``server.host`` on loopback."""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    strict_model_names: bool = False
+    """Refuse model names the config does not know (each dialect's native 400/404) instead of
+    running them on the default model."""
+    fusionpbx_json_message: bool = False
+    """Answer FusionPBX <= 5.0's Lua ``custom`` provider on ``/transcribe`` with
+    ``{"message": ...}`` instead of plain text (also per request: ``?format=message``)."""
+    allow_remote_audio: bool = False
+    """Fetch audio from URLs clients name (Deepgram ``url``, AssemblyAI ``audio_url``, Google ``uri``)."""
+    allow_callbacks: bool = False
+    """Post results to URLs clients name (Deepgram ``callback``, AssemblyAI ``webhook_url``,
+    Watson ``callback_url``)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names remote audio and callbacks may reach; ``*.example.com`` matches subdomains.
+    Empty: none."""
+    allow_private_addresses: bool = False
+    """Let remote audio and callbacks reach loopback, private and link-local addresses (only for
+    a trusted LAN; off, those are refused after DNS resolution)."""
+    remote_max_bytes: int = 100 * 1024 * 1024
+    """Bytes; the largest remote audio fetched."""
+    remote_timeout_seconds: float = 60.0
+    """Seconds for a whole remote fetch or one callback attempt."""
+    remote_max_redirects: int = 3
+    """Redirects followed by a remote fetch (each target checked again)."""
+    callback_attempts: int = 5
+    """Tries per callback, with exponential backoff between them."""
+
+
 def _default_models() -> dict[str, ModelSettings]:
     return {"tiny.en": ModelSettings()}
 
@@ -111,6 +147,8 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
     models: dict[str, ModelSettings] = field(default_factory=_default_models)
     """Named model registry: name -> engine, source and options."""
 
@@ -261,6 +299,12 @@ def _validate(settings: Settings) -> None:
         problems.append("jobs.max_attempts: must be at least 1")
     if settings.jobs.store != "sqlite":
         problems.append(f"jobs.store: '{settings.jobs.store}' is not supported (use sqlite)")
+    if settings.providers.remote_max_redirects < 0:
+        problems.append("providers.remote_max_redirects: must be 0 or more")
+    if settings.providers.callback_attempts < 1:
+        problems.append("providers.callback_attempts: must be at least 1")
+    if any(not key.strip() for key in settings.auth.api_keys):
+        problems.append("auth.api_keys: keys must not be empty")
     if settings.audio.max_channels < 1:
         problems.append("audio.max_channels: must be at least 1")
     if settings.audio.max_duration_seconds <= 0:

@@ -1,6 +1,6 @@
 """Speech engines behind one small interface, and the registry that loads them."""
 
 from .base import Engine
-from .registry import ModelRegistry, resolve_model_name
+from .registry import ModelRegistry, UnknownModel, resolve_model_name
 
-__all__ = ["Engine", "ModelRegistry", "resolve_model_name"]
+__all__ = ["Engine", "ModelRegistry", "UnknownModel", "resolve_model_name"]

@@ -6,7 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
-from ..errors import EngineError
+from ..errors import EngineError, NotFound
 from ..settings import BUNDLED_TINY_EN, ModelSettings, Settings
 from .base import Engine
 
@@ -17,11 +17,18 @@ def resolve_model_name(requested: str | None, settings: Settings) -> str:
     """The configured model a request runs on: its own name when configured, else the default.
 
     Clients send their provider's names (``whisper-1``, ``nova-3``); those run on the default
-    model. (Aliases and strict names belong to the model registry of a later issue.)
+    model, unless ``providers.strict_model_names`` is set: then an unknown name is
+    :class:`UnknownModel`, which each dialect renders as its native 400/404.
     """
     if requested and requested in settings.models:
         return requested
+    if requested and settings.providers.strict_model_names:
+        raise UnknownModel(f"the model '{requested}' does not exist")
     return settings.default_model
+
+
+class UnknownModel(NotFound):
+    code = "model_not_found"
 
 
 def model_path(source: str, data_dir: Path) -> Path:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from ..transcript import AudioHints, RecognitionOptions, Transcript
 
@@ -47,6 +48,11 @@ class JobRequest:
     """Seconds, from the probe."""
     may_exceed_queue: bool = False
     """Callers that cannot handle a refusal (FusionPBX) queue past ``max_queued`` up to the hard cap."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What a dialect must remember to answer later in its own words (Watson's ``user_token``,
+    AssemblyAI's request fields); JSON-serialisable."""
+    callback_url: str | None = None
+    """Where to post the result when the job ends (already checked against the allowed hosts)."""
 
     @property
     def dedupe_key(self) -> str:
@@ -56,6 +62,9 @@ class JobRequest:
         digest.update(json.dumps(self.options.to_dict(), sort_keys=True).encode())
         digest.update(json.dumps(self.hints.to_dict() if self.hints else None, sort_keys=True).encode())
         digest.update((self.owner or "").encode())
+        digest.update(self.dialect.encode())
+        digest.update(json.dumps(self.metadata, sort_keys=True).encode())
+        digest.update((self.callback_url or "").encode())
         return digest.hexdigest()
 
 
@@ -81,6 +90,10 @@ class Job:
     error: str | None = None
     error_code: str | None = None
     transcript: Transcript | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    callback_url: str | None = None
+    callback_status: str | None = None
+    """``pending``, ``delivered`` or ``failed`` once the job has ended; None without a callback."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..audio import AudioInfo, AudioLimits, probe_audio
+from ..engines import resolve_model_name
 from ..errors import NotFound, WaitTimeout
 from ..settings import Settings
 from .events import JobEvents
@@ -61,6 +62,7 @@ class JobService:
 
     async def submit(self, request: JobRequest) -> tuple[Job, bool]:
         """Check the audio, then store the job durably; return it and whether it is new."""
+        resolve_model_name(request.options.model, self._settings)  # unknown names fail now in strict mode
         info = await self.probe(request)
         request = dataclasses.replace(request, audio_duration=info.duration, content_type=MIME_TYPES.get(info.format))
         job, created = await self._store.submit(request)
@@ -105,6 +107,9 @@ class JobService:
 
     async def stats(self) -> QueueStats:
         return await self._store.stats()
+
+    async def list_jobs(self, owner: str | None, dialect: str, limit: int = 100) -> list[Job]:
+        return await self._store.list_jobs(owner, dialect, limit)
 
 
 def _estimate(job: Job, position: int | None, stats: QueueStats, workers: int) -> float | None:

@@ -21,7 +21,8 @@ from ..pipeline import Recognizer
 from ..settings import Settings
 from . import routes_health, routes_native, routes_page
 from .errors import last_resort_errors
-from .state import RUNTIME, SETTINGS, Runtime
+from .auth import KeyRing
+from .state import KEYS, RUNTIME, SETTINGS, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> web.Applicati
         middlewares=[last_resort_errors],
     )
     app[SETTINGS] = settings
+    app[KEYS] = KeyRing(settings.auth)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("callpipe_asr.web", "templates"),

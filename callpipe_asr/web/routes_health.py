@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -35,13 +36,23 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
 
 
-def load_openapi() -> dict[str, object]:
-    """The OpenAPI document shipped in the package, with this version filled in."""
-    text = resources.files("callpipe_asr.web").joinpath("openapi.yaml").read_text(encoding="utf-8")
-    document: dict[str, object] = yaml.safe_load(text)
-    info = document["info"]
-    assert isinstance(info, dict)
-    info["version"] = __version__
+def load_openapi() -> dict[str, Any]:
+    """The OpenAPI document shipped in the package, with this version filled in.
+
+    ``openapi.yaml`` holds the core API; each dialect describes its endpoints in
+    ``openapi/<dialect>.yaml`` (``paths`` and ``components.schemas``), merged here.
+    """
+    package = resources.files("callpipe_asr.web")
+    document: dict[str, Any] = yaml.safe_load(package.joinpath("openapi.yaml").read_text(encoding="utf-8"))
+    document["info"]["version"] = __version__
+    fragments = package.joinpath("openapi")
+    if fragments.is_dir():
+        for fragment in sorted(fragments.iterdir(), key=lambda f: f.name):
+            if fragment.name.endswith(".yaml"):
+                part = yaml.safe_load(fragment.read_text(encoding="utf-8")) or {}
+                document["paths"].update(part.get("paths", {}))
+                schemas = part.get("components", {}).get("schemas", {})
+                document["components"]["schemas"].update(schemas)
     return document
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from ..engines import ModelRegistry
 from ..jobs import JobService
 from ..settings import Settings
+from .auth import KeyRing
 
 
 @dataclass
@@ -23,4 +24,5 @@ class Runtime:
 
 
 SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", KeyRing)
 RUNTIME = web.AppKey("runtime", Runtime)
