@@ -31,7 +31,7 @@ MAX_RETRY_AFTER_SECONDS = 300
 JOB_COLUMNS = (
     "id, status, created_at, started_at, finished_at, expires_at, dialect, owner, filename, content_type, "
     "options, hints, attempts, error, error_code, transcript, audio_duration, "
-    "EXISTS(SELECT 1 FROM job_audio a WHERE a.job_id = jobs.id) AS has_audio"
+    "EXISTS(SELECT 1 FROM job_audio a WHERE a.job_id = jobs.id) AS has_audio, metadata, callback_url, callback_status"
 )
 
 MIGRATIONS: tuple[str, ...] = (
@@ -67,6 +67,16 @@ MIGRATIONS: tuple[str, ...] = (
         data BLOB NOT NULL
     );
     """,
+    # 2: what dialects remember per job, and durable result callbacks.
+    """
+    ALTER TABLE jobs ADD COLUMN metadata TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_status TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN callback_due_at REAL;
+    CREATE INDEX jobs_owner_dialect ON jobs (owner, dialect, seq);
+    CREATE INDEX jobs_callbacks ON jobs (callback_status, callback_due_at);
+    """,
 )
 
 
@@ -87,6 +97,9 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[str] = MIGRATIO
     for version in range(current + 1, len(migrations) + 1):
         log.info("upgrading job database schema to version %d", version)
         with connection:
+            # Explicitly: Python's sqlite3 opens no transaction for DDL by itself, so without this a
+            # step failing half-way would leave its first tables behind and never upgrade again.
+            connection.execute("BEGIN")
             for statement in _statements(migrations[version - 1]):
                 connection.execute(statement)
             connection.execute("UPDATE schema_version SET version = ?", (version,))
@@ -125,7 +138,11 @@ class SQLiteJobStore:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute("PRAGMA busy_timeout=10000")
-        migrate(connection)
+        try:
+            migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
         self._connection = connection
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -160,8 +177,8 @@ class SQLiteJobStore:
         key = request.dedupe_key
         with self._db:
             row = self._db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE dedupe_key = ? AND status != 'failed' AND created_at >= ? "
-                "ORDER BY seq DESC LIMIT 1",
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE dedupe_key = ? AND (status IN ('queued', 'running') "
+                "OR (status = 'done' AND finished_at >= ?)) ORDER BY seq DESC LIMIT 1",
                 (key, now - self._settings.duplicate_window_seconds),
             ).fetchone()
             if row is not None:
@@ -176,7 +193,7 @@ class SQLiteJobStore:
             job_id = secrets.token_urlsafe(16)
             self._db.execute(
                 "INSERT INTO jobs (id, status, created_at, dialect, owner, filename, content_type, options, hints, "
-                "dedupe_key, audio_duration) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "dedupe_key, audio_duration, metadata, callback_url) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     now,
@@ -188,6 +205,8 @@ class SQLiteJobStore:
                     json.dumps(request.hints.to_dict()) if request.hints else None,
                     key,
                     request.audio_duration,
+                    json.dumps(request.metadata),
+                    request.callback_url,
                 ),
             )
             self._db.execute("INSERT INTO job_audio (job_id, data) VALUES (?, ?)", (job_id, request.audio))
@@ -241,8 +260,10 @@ class SQLiteJobStore:
         with self._db:
             updated = self._db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, transcript = ?, error = ?, "
-                "error_code = ?, claim_token = NULL WHERE id = ? AND claim_token = ? AND status = 'running'",
-                (status.value, now, expires, transcript, error, code, job_id, token),
+                "error_code = ?, claim_token = NULL, "
+                "callback_status = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, callback_due_at = ? "
+                "WHERE id = ? AND claim_token = ? AND status = 'running'",
+                (status.value, now, expires, transcript, error, code, now, job_id, token),
             ).rowcount
             if updated and not self._settings.keep_audio:
                 self._db.execute("DELETE FROM job_audio WHERE job_id = ?", (job_id,))
@@ -364,9 +385,59 @@ class SQLiteJobStore:
         return await self._run(purge)
 
 
+    # -- listing and callbacks -----------------------------------------------------------------
+
+    async def list_jobs(self, owner: str | None, dialect: str, limit: int = 100) -> list[Job]:
+        """The newest jobs of one dialect that belong to ``owner`` (None: jobs made without a key)."""
+
+        def read() -> list[Job]:
+            rows = self._db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner IS ? AND dialect = ? ORDER BY seq DESC LIMIT ?",
+                (owner, dialect, limit),
+            ).fetchall()
+            return [_job_from_row(row) for row in rows]
+
+        return await self._run(read)
+
+    async def due_callbacks(self, limit: int = 20) -> list[Job]:
+        """Ended jobs whose callback is pending and due now."""
+
+        def read() -> list[Job]:
+            rows = self._db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE callback_status = 'pending' AND callback_due_at <= ? "
+                "ORDER BY callback_due_at LIMIT ?",
+                (self._clock(), limit),
+            ).fetchall()
+            return [_job_from_row(row) for row in rows]
+
+        return await self._run(read)
+
+    async def record_callback(self, job_id: str, delivered: bool, retry_in_seconds: float | None) -> None:
+        """After an attempt: delivered, due again in ``retry_in_seconds``, or (None) given up."""
+
+        def write() -> None:
+            status = "delivered" if delivered else ("pending" if retry_in_seconds is not None else "failed")
+            with self._db:
+                self._db.execute(
+                    "UPDATE jobs SET callback_status = ?, callback_attempts = callback_attempts + 1, "
+                    "callback_due_at = ? WHERE id = ?",
+                    (status, self._clock() + (retry_in_seconds or 0), job_id),
+                )
+
+        await self._run(write)
+
+    async def callback_attempts(self, job_id: str) -> int:
+        def read() -> int:
+            row = self._db.execute("SELECT callback_attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(read)
+
+
 def _job_from_row(row: Sequence[Any]) -> Job:
     (job_id, status, created_at, started_at, finished_at, expires_at, dialect, owner, filename, content_type,
-     options, hints, attempts, error, error_code, transcript, audio_duration, has_audio) = row
+     options, hints, attempts, error, error_code, transcript, audio_duration, has_audio, metadata, callback_url,
+     callback_status) = row
     return Job(
         id=job_id,
         status=JobStatus(status),
@@ -386,4 +457,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         transcript=Transcript.from_dict(json.loads(transcript)) if transcript else None,
         audio_duration=audio_duration,
         has_audio=bool(has_audio),
+        metadata=json.loads(metadata) if metadata else {},
+        callback_url=callback_url,
+        callback_status=callback_status,
     )

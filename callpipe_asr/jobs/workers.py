@@ -54,7 +54,14 @@ class WorkerPool:
             if claimed is None:
                 await self._events.wait_for_work(self._poll)
                 continue
-            await self._process(claimed)
+            try:
+                await self._process(claimed)
+            except Exception:  # storing the outcome failed (a result the store cannot take): the worker lives on
+                log.exception("worker %d could not store the outcome of job %s", index, claimed.job.id)
+                with contextlib.suppress(Exception):
+                    await self._store.fail(
+                        claimed.job.id, claimed.token, "internal error while storing the result", "internal_error"
+                    )
 
     async def _process(self, claimed: ClaimedJob) -> None:
         job = claimed.job
