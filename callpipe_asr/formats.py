@@ -22,8 +22,15 @@ def to_srt(transcript: Transcript) -> str:
 
 
 def to_vtt(transcript: Transcript) -> str:
-    blocks = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{_cue_text(s)}\n" for s in _cues(transcript)]
+    blocks = [
+        f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{_vtt_escape(_cue_text(s))}\n" for s in _cues(transcript)
+    ]
     return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def _vtt_escape(text: str) -> str:
+    """WebVTT cue text is markup: ``&``, ``<`` and ``>`` must be character references."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _cues(transcript: Transcript) -> list[Segment]:

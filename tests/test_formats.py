@@ -32,7 +32,12 @@ def test_srt_numbers_cues_with_comma_milliseconds_and_skips_empty_ones() -> None
 def test_vtt_has_header_and_dot_milliseconds() -> None:
     vtt = formats.to_vtt(_transcript())
     assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\nHello there.\n")
-    assert vtt.endswith("01:01:01.500 --> 01:01:03.000\nCall me -> back.\n")  # cue text cannot hold "-->"
+    assert vtt.endswith("01:01:01.500 --> 01:01:03.000\nCall me -&gt; back.\n")  # cue text cannot hold "-->"
+
+
+def test_vtt_escapes_markup_characters() -> None:
+    transcript = Transcript(segments=(Segment(" <b>Tom & Jerry</b>", 0.0, 1.0),), language="en", duration=1.0)
+    assert "&lt;b&gt;Tom &amp; Jerry&lt;/b&gt;" in formats.to_vtt(transcript)
 
 
 def test_channels_merge_into_one_dialogue_ordered_by_time() -> None:

@@ -32,12 +32,13 @@ def _wants_html(request: web.Request) -> bool:
     return "text/html" in accept or "application/xhtml+xml" in accept
 
 
-def _render_form(request: web.Request, error: CallpipeError | None = None) -> web.Response:
+def _render_form(request: web.Request, error: CallpipeError | None = None, language: str | None = None) -> web.Response:
     settings = request.app[SETTINGS]
     context: dict[str, Any] = {
         "error": error.message if error else None,
-        "max_upload_mib": settings.server.max_upload_bytes // (1024 * 1024),
-        "max_duration_minutes": int(settings.audio.max_duration_seconds // 60),
+        "max_upload": _size(settings.server.max_upload_bytes),
+        "max_duration": _duration(settings.audio.max_duration_seconds),
+        "language": language,
     }
     status = error.status if error else 200
     response = aiohttp_jinja2.render_template("index.html", request, context, status=status)
@@ -46,23 +47,42 @@ def _render_form(request: web.Request, error: CallpipeError | None = None) -> we
     return response
 
 
+def _size(n_bytes: int) -> str:
+    """``100 MiB``, ``1.5 MiB``, ``20 KiB``: the limit as people read it (never ``0 MiB``)."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n_bytes >= factor:
+            return f"{n_bytes / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:.0f} hours"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.0f} seconds"
+
+
 async def index(request: web.Request) -> web.Response:
     return _render_form(request)
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
+    language: str | None = None
     try:
-        form = await read_upload_form(request, settings.server.max_upload_bytes)
+        try:
+            form = await read_upload_form(request, settings.server.max_upload_bytes)
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise PayloadTooLarge(f"the upload is larger than the limit of {settings.server.max_upload_bytes} bytes") from exc
+        language = form.fields.get("language")
         if not form.file:
             raise _no_file_chosen()
         job, _ = await request.app[RUNTIME].service.submit(job_request(form, "page"))
     except CallpipeError as exc:
         if request.headers.get("X-Requested-With") == "fetch":  # the page's script shows the message itself
             return web.json_response(native.error_document(exc), status=exc.status, headers=retry_headers(exc))
-        return _render_form(request, exc)
-    except web.HTTPRequestEntityTooLarge:
-        return _render_form(request, PayloadTooLarge(f"the upload is larger than {settings.server.max_upload_bytes} bytes"))
+        return _render_form(request, exc, language)
     raise web.HTTPSeeOther(f"/transcripts/{job.id}")
 
 
