@@ -6,8 +6,10 @@ provider dialect renders the same error in its own native shape.
 
     CallpipeError                 500  (base; anything unexpected)
     ├── InvalidRequest            400  malformed fields, bad JSON, missing file
+    │   └── RemoteRequestFailed   400  a client's URL failed: unreachable, HTTP error, too slow
     ├── AuthenticationFailed      401  missing or wrong API key
     ├── PermissionDenied          403
+    │   └── RemoteAccessDenied    403  a URL the config does not let the server reach
     ├── NotFound                  404  unknown or expired job, unknown model in strict mode
     ├── PayloadTooLarge           413  upload bytes over the limit
     ├── UnsupportedMediaType      415  a request body of the wrong content type
@@ -52,6 +54,21 @@ class AuthenticationFailed(CallpipeError):
 class PermissionDenied(CallpipeError):
     status = 403
     code = "permission_denied"
+
+
+class RemoteAccessDenied(PermissionDenied):
+    """A URL a client named (remote audio, a callback) that the config does not let the server
+    reach: the feature is off, the host is not allowed, or it resolves to a private address."""
+
+    code = "remote_access_denied"
+
+
+class RemoteRequestFailed(InvalidRequest):
+    """A URL a client named could not be used: unreachable, an HTTP error status, too many
+    redirects, too slow. Apart from :class:`InvalidRequest` so a dialect can name it in its own
+    words (Deepgram's ``REMOTE_CONTENT_ERROR``)."""
+
+    code = "remote_request_failed"
 
 
 class NotFound(CallpipeError):
