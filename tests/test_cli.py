@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Prompt, word_error_rate
+from asr_testkit import Prompt, word_error_rate
 
 pytestmark = pytest.mark.e2e
 

@@ -296,8 +296,10 @@ class SQLiteJobStore:
             failed = self._db.execute(
                 "UPDATE jobs SET status = 'failed', finished_at = ?, expires_at = ?, claim_token = NULL, "
                 "error_code = 'worker_crashed', error = 'processing this audio stopped the server ' || attempts || "
-                "' times; it was not retried again' WHERE status = 'running' AND attempts >= ?",
-                (now, expires, attempts),
+                "' times; it was not retried again', "
+                "callback_status = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, callback_due_at = ? "
+                "WHERE status = 'running' AND attempts >= ?",
+                (now, expires, now, attempts),
             ).rowcount
             if failed and not self._settings.keep_audio:
                 self._db.execute(

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from callpipe_asr.settings import Settings
 from callpipe_asr.web.app import create_app
-from conftest import Prompt, word_error_rate
+from asr_testkit import Prompt, word_error_rate
 
 READY_TIMEOUT_SECONDS = 60
 

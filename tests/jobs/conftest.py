@@ -1,0 +1,99 @@
+"""Fixtures of the job-queue tests: stores on a temp file with a clock the test moves, the real
+bundled model loaded once, and helpers to build requests and wait for jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+
+from callpipe_asr.engines import ModelRegistry
+from callpipe_asr.jobs import Job, JobRequest
+from callpipe_asr.jobs.sqlite_store import SQLiteJobStore
+from callpipe_asr.jobs.store import JobStore
+from callpipe_asr.settings import Settings, load_settings
+from callpipe_asr.transcript import RecognitionOptions
+
+
+class FakeClock:
+    """Unix time that only moves when the test says so (the store's injectable ``clock``)."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+StoreFactory = Callable[..., Awaitable[SQLiteJobStore]]
+
+
+@pytest.fixture
+async def open_store(make_settings: Callable[..., Settings]) -> AsyncIterator[StoreFactory]:
+    """``await open_store(clock=..., jobs__max_queued=2, ...)``: an opened store on
+    ``<tmp>/data/jobs.sqlite3`` (the same file on every call unless ``data_dir`` is given);
+    every store opened here is closed at teardown."""
+    stores: list[SQLiteJobStore] = []
+
+    async def build(clock: Callable[[], float] = time.time, **overrides: object) -> SQLiteJobStore:
+        settings = make_settings(**overrides)
+        store = SQLiteJobStore(settings.database_path, settings.jobs, clock=clock)
+        stores.append(store)
+        await store.open()
+        return store
+
+    yield build
+    for store in stores:
+        await store.close()
+
+
+def _job_request(audio: bytes = b"audio bytes", **fields: Any) -> JobRequest:
+    fields.setdefault("options", RecognitionOptions())
+    return JobRequest(audio=audio, **fields)
+
+
+@pytest.fixture
+def make_request() -> Callable[..., JobRequest]:
+    """``make_request(audio=..., owner=..., options=...)``: a :class:`JobRequest` as a dialect builds it."""
+    return _job_request
+
+
+async def _wait_until_final(store: JobStore, job_id: str, timeout: float = 60.0) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await store.get(job_id)
+        assert job is not None, f"job {job_id} vanished"
+        if job.status.is_final:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.status.value} after {timeout} s"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def wait_final() -> Callable[..., Awaitable[Job]]:
+    """``await wait_final(store, job_id, timeout=60)``: the job once it is done or failed."""
+    return _wait_until_final
+
+
+@pytest.fixture(scope="session")
+def model_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(None, environ={}, overrides={"data_dir": tmp_path_factory.mktemp("model-data")})
+
+
+@pytest.fixture(scope="session")
+def registry(model_settings: Settings) -> Iterator[ModelRegistry]:
+    """The real bundled Whisper tiny.en, loaded once for the session, for up to two threads."""
+    registry = ModelRegistry(model_settings, concurrency=2)
+    registry.get(model_settings.default_model)
+    yield registry
+    registry.close()

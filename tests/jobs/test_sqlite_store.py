@@ -1,0 +1,683 @@
+"""The SQLite job store on its own: durability, the claim protocol, dedupe, the queue caps,
+crash recovery, retention and schema versioning. No model; the audio is a real prompt's bytes
+where the bytes themselves are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from callpipe_asr.errors import QueueFull
+from callpipe_asr.jobs import JobRequest, JobStatus
+from callpipe_asr.jobs.retention import purge_forever
+from callpipe_asr.jobs.sqlite_store import MAX_RETRY_AFTER_SECONDS, MIGRATIONS, SchemaTooNew, SQLiteJobStore, migrate
+from callpipe_asr.settings import Settings
+from callpipe_asr.transcript import AudioHints, RecognitionOptions, Segment, Transcript
+
+DAY = 86_400.0
+
+MakeRequest = Callable[..., JobRequest]
+
+
+def transcript(text: str = "hello world") -> Transcript:
+    return Transcript(segments=(Segment(text=" " + text, start=0.0, end=1.5),), language="en", duration=1.5, model="tiny.en")
+
+
+def db_rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(sql, args).fetchall()
+    finally:
+        connection.close()
+
+
+# -- the round trip ---------------------------------------------------------------------------------
+
+
+async def test_submit_claim_finish_round_trip_keeps_audio_until_the_job_ends(
+    open_store: Any, make_request: MakeRequest, clock: Any, prompt: Any
+) -> None:
+    store = await open_store(clock=clock, jobs__retention_days=3)
+    job, created = await store.submit(make_request(prompt.audio, filename="call.wav", owner="key-1", audio_duration=5.5))
+    assert created
+    assert job.status is JobStatus.QUEUED
+    assert (job.filename, job.owner, job.audio_duration, job.attempts) == ("call.wav", "key-1", 5.5, 0)
+    assert job.has_audio and await store.audio(job.id) == prompt.audio
+    assert job.created_at == clock.now and job.started_at is None and job.expires_at is None
+
+    clock.advance(2)
+    claimed = await store.claim()
+    assert claimed is not None
+    assert claimed.job.id == job.id and claimed.audio == prompt.audio and claimed.token
+    assert claimed.job.status is JobStatus.RUNNING and claimed.job.attempts == 1
+    assert claimed.job.started_at == clock.now
+
+    clock.advance(3)
+    assert await store.finish(job.id, claimed.token, transcript("already logged on"))
+    done = await store.get(job.id)
+    assert done is not None
+    assert done.status is JobStatus.DONE
+    assert done.transcript == transcript("already logged on")
+    assert done.finished_at == clock.now
+    assert done.expires_at == pytest.approx(clock.now + 3 * DAY)
+    assert done.error is None
+    assert not done.has_audio and await store.audio(job.id) is None, "audio must go when its job ends"
+    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0,)]
+
+
+async def test_a_failed_job_keeps_its_reason_and_loses_its_audio(open_store: Any, make_request: MakeRequest) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request(b"bytes that are not audio"))
+    claimed = await store.claim()
+    assert claimed is not None
+    assert await store.fail(job.id, claimed.token, "not a recognised audio format", "unsupported_audio")
+    failed = await store.get(job.id)
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert (failed.error, failed.error_code) == ("not a recognised audio format", "unsupported_audio")
+    assert failed.transcript is None and failed.finished_at is not None and failed.expires_at is not None
+    assert not failed.has_audio and await store.audio(job.id) is None
+
+
+async def test_keep_audio_keeps_it_until_the_transcript_expires(
+    open_store: Any, make_request: MakeRequest, clock: Any, prompt: Any
+) -> None:
+    store = await open_store(clock=clock, jobs__keep_audio=True, jobs__retention_days=1)
+    job, _ = await store.submit(make_request(prompt.audio))
+    claimed = await store.claim()
+    assert claimed is not None
+    assert await store.finish(job.id, claimed.token, transcript())
+    done = await store.get(job.id)
+    assert done is not None and done.status is JobStatus.DONE
+    assert done.has_audio and await store.audio(job.id) == prompt.audio
+
+    clock.advance(DAY + 1)
+    assert await store.purge_expired() == 1
+    assert await store.get(job.id) is None and await store.audio(job.id) is None
+    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0,)]
+
+
+async def test_claims_are_first_in_first_out(open_store: Any, make_request: MakeRequest, clock: Any) -> None:
+    store = await open_store(clock=clock)
+    ids = []
+    for n in range(4):
+        job, _ = await store.submit(make_request(f"audio {n}".encode()))
+        ids.append(job.id)
+    claimed = []
+    for _ in ids:
+        job = await store.claim()
+        assert job is not None
+        claimed.append(job)
+    assert [c.job.id for c in claimed] == ids
+    assert [c.audio for c in claimed] == [f"audio {n}".encode() for n in range(4)]
+    assert len({c.token for c in claimed}) == 4
+    assert await store.claim() is None
+
+
+async def test_a_result_counts_only_with_the_current_token_and_only_once(
+    open_store: Any, make_request: MakeRequest
+) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request())
+    claimed = await store.claim()
+    assert claimed is not None
+
+    assert not await store.finish(job.id, "stale-token", transcript("wrong"))
+    assert not await store.fail(job.id, "stale-token", "wrong", "internal_error")
+    still = await store.get(job.id)
+    assert still is not None and still.status is JobStatus.RUNNING and still.transcript is None
+
+    assert await store.finish(job.id, claimed.token, transcript("first"))
+    assert not await store.finish(job.id, claimed.token, transcript("second")), "a result is stored exactly once"
+    assert not await store.fail(job.id, claimed.token, "late failure", "internal_error")
+    done = await store.get(job.id)
+    assert done is not None
+    assert done.status is JobStatus.DONE and done.transcript == transcript("first") and done.error is None
+
+
+async def test_a_token_from_before_a_release_is_stale(open_store: Any, make_request: MakeRequest) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request())
+    first = await store.claim()
+    assert first is not None
+    assert await store.release(job.id, first.token)
+    second = await store.claim()
+    assert second is not None and second.job.id == job.id and second.token != first.token
+    assert not await store.finish(job.id, first.token, transcript("old worker"))
+    assert await store.finish(job.id, second.token, transcript("new worker"))
+    done = await store.get(job.id)
+    assert done is not None and done.transcript == transcript("new worker")
+
+
+async def test_release_gives_the_job_back_without_counting_the_attempt(
+    open_store: Any, make_request: MakeRequest
+) -> None:
+    store = await open_store(jobs__max_attempts=1)
+    job, _ = await store.submit(make_request())
+    claimed = await store.claim()
+    assert claimed is not None and claimed.job.attempts == 1
+    assert not await store.release(job.id, "someone-else")
+    assert await store.release(job.id, claimed.token)
+    released = await store.get(job.id)
+    assert released is not None
+    assert released.status is JobStatus.QUEUED and released.attempts == 0 and released.started_at is None
+    assert released.has_audio
+    assert not await store.release(job.id, claimed.token), "released once"
+
+    # Released (clean shutdown) as often as you like: never counted as a crash.
+    for _ in range(3):
+        again = await store.claim()
+        assert again is not None and again.job.attempts == 1
+        assert await store.release(job.id, again.token)
+    assert await store.recover() == (0, 0)
+    assert (await store.get(job.id)).status is JobStatus.QUEUED  # type: ignore[union-attr]
+
+
+async def test_a_deleted_job_is_gone_and_its_worker_result_is_discarded(
+    open_store: Any, make_request: MakeRequest
+) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request())
+    claimed = await store.claim()
+    assert claimed is not None
+    assert await store.delete(job.id)
+    assert await store.get(job.id) is None and await store.audio(job.id) is None
+    assert not await store.finish(job.id, claimed.token, transcript())
+    assert await store.get(job.id) is None
+    assert not await store.delete(job.id)
+    assert not await store.delete("no-such-job")
+    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0,)]
+
+
+# -- duplicates -------------------------------------------------------------------------------------
+
+
+async def _bring_to(store: SQLiteJobStore, status: JobStatus, job_id: str) -> None:
+    if status is JobStatus.QUEUED:
+        return
+    claimed = await store.claim()
+    assert claimed is not None and claimed.job.id == job_id
+    if status is JobStatus.DONE:
+        assert await store.finish(job_id, claimed.token, transcript())
+    elif status is JobStatus.FAILED:
+        assert await store.fail(job_id, claimed.token, "could not decode", "corrupt_audio")
+
+
+@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE])
+async def test_a_duplicate_attaches_to_a_queued_running_or_finished_job(
+    open_store: Any, make_request: MakeRequest, clock: Any, status: JobStatus
+) -> None:
+    store = await open_store(clock=clock, jobs__duplicate_window_seconds=600)
+    request = make_request(b"the same call", owner="key-1", options=RecognitionOptions(language="en"))
+    job, created = await store.submit(request)
+    assert created
+    await _bring_to(store, status, job.id)
+    clock.advance(599)
+    again, created_again = await store.submit(make_request(b"the same call", owner="key-1", options=RecognitionOptions(language="en")))
+    assert not created_again
+    assert again.id == job.id and again.status is status
+    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(1,)]
+    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0 if status is JobStatus.DONE else 1,)]
+    if status is not JobStatus.QUEUED:
+        assert await store.claim() is None, "the duplicate must not be queued to run again"
+
+
+async def test_a_duplicate_of_a_failed_job_runs_again(open_store: Any, make_request: MakeRequest) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request(b"flaky"))
+    await _bring_to(store, JobStatus.FAILED, job.id)
+    again, created = await store.submit(make_request(b"flaky"))
+    assert created and again.id != job.id and again.status is JobStatus.QUEUED
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"audio": b"other audio"},
+        {"options": RecognitionOptions(language="de")},
+        {"options": RecognitionOptions(prompt="FusionPBX")},
+        {"owner": "key-2"},
+        {"owner": None},
+        {"hints": AudioHints(encoding="mulaw", sample_rate_hz=8000)},
+    ],
+    ids=["audio", "language", "prompt", "other-key", "no-key", "hints"],
+)
+async def test_different_audio_options_or_key_is_a_new_job(
+    open_store: Any, make_request: MakeRequest, changed: dict[str, Any]
+) -> None:
+    store = await open_store()
+    base: dict[str, Any] = {"audio": b"the call", "owner": "key-1", "options": RecognitionOptions()}
+    first, _ = await store.submit(make_request(**base))
+    second, created = await store.submit(make_request(**{**base, **changed}))
+    assert created and second.id != first.id
+    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(2,)]
+
+
+async def test_another_file_name_does_not_make_a_new_job(open_store: Any, make_request: MakeRequest) -> None:
+    store = await open_store()
+    first, _ = await store.submit(make_request(b"the call", filename="voicemail.wav"))
+    second, created = await store.submit(make_request(b"the call", filename="retry.wav"))
+    assert not created and second.id == first.id
+
+
+async def test_a_job_finished_outside_the_window_is_not_reused(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    store = await open_store(clock=clock, jobs__duplicate_window_seconds=60)
+    job, _ = await store.submit(make_request(b"the call"))
+    await _bring_to(store, JobStatus.DONE, job.id)
+    clock.advance(61)
+    again, created = await store.submit(make_request(b"the call"))
+    assert created and again.id != job.id and again.status is JobStatus.QUEUED
+
+
+async def test_the_window_counts_from_when_the_job_finished(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    """A job that waited or ran longer than the window is still the same work: a retry of a
+    request that is still queued or running, or that has just finished, attaches to it."""
+    store = await open_store(clock=clock, jobs__duplicate_window_seconds=60)
+    job, _ = await store.submit(make_request(b"a long call"))
+    clock.advance(300)  # queued behind a backlog for longer than the window
+    queued, created = await store.submit(make_request(b"a long call"))
+    assert not created and queued.id == job.id
+    claimed = await store.claim()
+    assert claimed is not None
+    clock.advance(300)  # a long recognition
+    running, created = await store.submit(make_request(b"a long call"))
+    assert not created and running.id == job.id
+    assert await store.finish(job.id, claimed.token, transcript())
+    clock.advance(30)
+    done, created = await store.submit(make_request(b"a long call"))
+    assert not created and done.id == job.id and done.status is JobStatus.DONE
+
+
+# -- the queue caps ---------------------------------------------------------------------------------
+
+
+async def test_a_full_queue_refuses_with_a_sane_retry_after(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    store = await open_store(clock=clock, jobs__max_queued=2, jobs__hard_max_queued=4)
+    first, _ = await store.submit(make_request(b"one"))
+    await store.submit(make_request(b"two"))
+    with pytest.raises(QueueFull) as refused:
+        await store.submit(make_request(b"three"))
+    assert refused.value.status == 429
+    assert 1 <= refused.value.retry_after_seconds <= MAX_RETRY_AFTER_SECONDS
+    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(2,)]
+    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(2,)]
+
+    # Running jobs count too; a finished one makes room.
+    claimed = await store.claim()
+    assert claimed is not None
+    with pytest.raises(QueueFull):
+        await store.submit(make_request(b"three"))
+    clock.advance(10)  # that job took 10 s: the estimate follows
+    assert await store.finish(first.id, claimed.token, transcript())
+    third, created = await store.submit(make_request(b"three"))
+    assert created
+    with pytest.raises(QueueFull) as refused:
+        await store.submit(make_request(b"four"))
+    # two jobs ahead, 10 s each, one worker
+    assert 10 <= refused.value.retry_after_seconds <= 40
+
+
+async def test_retry_after_is_capped(open_store: Any, make_request: MakeRequest, clock: Any) -> None:
+    store = await open_store(clock=clock, jobs__max_queued=3)
+    job, _ = await store.submit(make_request(b"slow"))
+    claimed = await store.claim()
+    assert claimed is not None
+    clock.advance(3600)
+    assert await store.finish(job.id, claimed.token, transcript())
+    for n in range(3):
+        await store.submit(make_request(f"next {n}".encode()))
+    with pytest.raises(QueueFull) as refused:
+        await store.submit(make_request(b"one more"))
+    assert refused.value.retry_after_seconds == MAX_RETRY_AFTER_SECONDS
+
+
+async def test_callers_that_cannot_be_refused_queue_up_to_the_hard_cap(
+    open_store: Any, make_request: MakeRequest
+) -> None:
+    store = await open_store(jobs__max_queued=1, jobs__hard_max_queued=3)
+    await store.submit(make_request(b"normal"))
+    with pytest.raises(QueueFull):
+        await store.submit(make_request(b"refusable"))
+    for n in range(2):
+        job, created = await store.submit(make_request(f"fusionpbx {n}".encode(), may_exceed_queue=True))
+        assert created and job.status is JobStatus.QUEUED
+    with pytest.raises(QueueFull):
+        await store.submit(make_request(b"past the hard cap", may_exceed_queue=True))
+    assert (await store.stats()).queued == 3
+
+
+async def test_a_duplicate_attaches_even_when_the_queue_is_full(open_store: Any, make_request: MakeRequest) -> None:
+    store = await open_store(jobs__max_queued=1)
+    job, _ = await store.submit(make_request(b"the call"))
+    again, created = await store.submit(make_request(b"the call"))
+    assert not created and again.id == job.id
+
+
+# -- crash recovery ---------------------------------------------------------------------------------
+
+
+async def test_recover_puts_running_jobs_back_in_order(open_store: Any, make_request: MakeRequest) -> None:
+    store = await open_store(jobs__max_attempts=3)
+    ids = [(await store.submit(make_request(f"call {n}".encode())))[0].id for n in range(3)]
+    first = await store.claim()
+    second = await store.claim()
+    assert first is not None and second is not None
+    await store.close()  # the process died with two jobs running
+
+    store = await open_store(jobs__max_attempts=3)
+    assert await store.recover() == (2, 0)
+    jobs = [await store.get(job_id) for job_id in ids]
+    assert [j.status for j in jobs] == [JobStatus.QUEUED] * 3  # type: ignore[union-attr]
+    assert [j.attempts for j in jobs] == [1, 1, 0]  # type: ignore[union-attr]
+    assert all(j.has_audio and j.started_at is None for j in jobs)  # type: ignore[union-attr]
+    # The old claims are void; the recovered jobs run first, in their original order.
+    assert not await store.finish(ids[0], first.token, transcript())
+    again = [await store.claim() for _ in range(3)]
+    assert [c.job.id for c in again] == ids  # type: ignore[union-attr]
+    assert [c.job.attempts for c in again] == [2, 2, 1]  # type: ignore[union-attr]
+    assert await store.recover() == (3, 0)
+
+
+async def test_a_job_that_keeps_killing_the_process_fails_after_max_attempts(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    store = await open_store(clock=clock, jobs__max_attempts=2, jobs__retention_days=1)
+    poison, _ = await store.submit(make_request(b"poison"))
+    innocent, _ = await store.submit(make_request(b"innocent"))
+
+    claimed = await store.claim()
+    assert claimed is not None and claimed.job.id == poison.id
+    assert await store.recover() == (1, 0)  # first crash: tried again
+    claimed = await store.claim()
+    assert claimed is not None and claimed.job.id == poison.id and claimed.job.attempts == 2
+    clock.advance(5)
+    assert await store.recover() == (0, 1)  # second crash: given up
+
+    failed = await store.get(poison.id)
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert failed.error_code == "worker_crashed"
+    assert failed.error is not None and "stopped the server 2 times" in failed.error
+    assert failed.finished_at == clock.now and failed.expires_at == pytest.approx(clock.now + DAY)
+    assert not failed.has_audio
+    assert not await store.finish(poison.id, claimed.token, transcript()), "its old claim is void"
+
+    # The queue goes on with the next job; recovery again changes nothing.
+    nxt = await store.claim()
+    assert nxt is not None and nxt.job.id == innocent.id and nxt.job.attempts == 1
+    assert await store.recover() == (1, 0)
+    assert (await store.get(poison.id)).status is JobStatus.FAILED  # type: ignore[union-attr]
+
+
+async def test_a_single_attempt_setting_fails_a_crashed_job_at_once(open_store: Any, make_request: MakeRequest) -> None:
+    store = await open_store(jobs__max_attempts=1)
+    job, _ = await store.submit(make_request(b"poison"))
+    assert await store.claim() is not None
+    assert await store.recover() == (0, 1)
+    failed = await store.get(job.id)
+    assert failed is not None and failed.status is JobStatus.FAILED and "1 times" in (failed.error or "")
+
+
+async def test_a_job_given_up_after_crashes_still_gets_its_callback(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    """The caller that asked for a callback hears of the failure like of any other ending."""
+    store = await open_store(clock=clock, jobs__max_attempts=1)
+    job, _ = await store.submit(make_request(b"poison", callback_url="https://pbx.example/hook"))
+    plain, _ = await store.submit(make_request(b"poison without a callback"))
+    assert await store.claim() is not None and await store.claim() is not None
+    assert await store.recover() == (0, 2)
+    failed = await store.get(job.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.callback_status == "pending"
+    assert [j.id for j in await store.due_callbacks()] == [job.id]
+    assert (await store.get(plain.id)).callback_status is None  # type: ignore[union-attr]
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+async def test_queue_position_and_stats(open_store: Any, make_request: MakeRequest, clock: Any) -> None:
+    store = await open_store(clock=clock)
+    ids = [(await store.submit(make_request(f"call {n}".encode())))[0].id for n in range(3)]
+    assert [await store.queue_position(i) for i in ids] == [1, 2, 3]
+    stats = await store.stats()
+    assert (stats.queued, stats.running, stats.active, stats.average_processing_seconds) == (3, 0, 3, None)
+
+    claimed = await store.claim()
+    assert claimed is not None
+    assert [await store.queue_position(i) for i in ids] == [None, 1, 2]
+    clock.advance(4)
+    assert await store.finish(ids[0], claimed.token, transcript())
+    claimed = await store.claim()
+    assert claimed is not None
+    clock.advance(8)
+    assert await store.finish(ids[1], claimed.token, transcript())
+    assert [await store.queue_position(i) for i in ids] == [None, None, 1]
+    stats = await store.stats()
+    assert (stats.queued, stats.running) == (1, 0)
+    assert stats.average_processing_seconds == pytest.approx(6.0)
+    assert await store.queue_position("no-such-job") is None
+    assert await store.get("no-such-job") is None
+    assert await store.ping()
+
+
+# -- retention --------------------------------------------------------------------------------------
+
+
+async def test_purge_removes_only_jobs_whose_retention_ended(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    store = await open_store(clock=clock, jobs__retention_days=2)
+    done, _ = await store.submit(make_request(b"done"))
+    failed, _ = await store.submit(make_request(b"failed"))
+    for job_id, status in ((done.id, JobStatus.DONE), (failed.id, JobStatus.FAILED)):
+        await _bring_to(store, status, job_id)
+    clock.advance(DAY)
+    waiting, _ = await store.submit(make_request(b"still queued"))
+    clock.advance(DAY - 1)
+    assert await store.purge_expired() == 0
+    assert await store.get(done.id) is not None
+
+    clock.advance(2)
+    assert await store.purge_expired() == 2
+    assert await store.get(done.id) is None and await store.get(failed.id) is None
+    clock.advance(365 * DAY)
+    assert await store.purge_expired() == 0, "unfinished jobs never expire"
+    assert await store.get(waiting.id) is not None
+    assert db_rows(store._path, "SELECT id FROM jobs") == [(waiting.id,)]
+    assert db_rows(store._path, "SELECT job_id FROM job_audio") == [(waiting.id,)]
+
+
+async def test_the_purge_runs_by_itself(open_store: Any, make_request: MakeRequest, clock: Any) -> None:
+    store = await open_store(clock=clock, jobs__retention_days=1)
+    job, _ = await store.submit(make_request(b"done"))
+    await _bring_to(store, JobStatus.DONE, job.id)
+    purger = asyncio.create_task(purge_forever(store, 0.01))
+    try:
+        await asyncio.sleep(0.1)
+        assert await store.get(job.id) is not None
+        clock.advance(DAY + 1)
+        for _ in range(500):
+            if await store.get(job.id) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.get(job.id) is None
+        assert not purger.done(), "the purge goes on running"
+    finally:
+        purger.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await purger
+
+
+# -- durability -------------------------------------------------------------------------------------
+
+
+async def test_an_accepted_job_is_on_disk_for_any_other_store(
+    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings], prompt: Any
+) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request(prompt.audio, filename="vm.wav"))
+
+    other = await open_store()  # another connection on the same file, while the first is still open
+    seen = await other.get(job.id)
+    assert seen is not None and seen.status is JobStatus.QUEUED and seen.filename == "vm.wav"
+    assert await other.audio(job.id) == prompt.audio
+
+    claimed = await store.claim()
+    assert claimed is not None
+    await store.close()  # closed without finishing
+    await other.close()
+
+    assert db_rows(make_settings().database_path, "SELECT id, status FROM jobs") == [(job.id, "running")]
+    reopened = await open_store()
+    assert await reopened.recover() == (1, 0)
+    again = await reopened.claim()
+    assert again is not None and again.job.id == job.id and again.audio == prompt.audio
+
+
+def test_a_job_survives_sigkill_right_after_submit(make_settings: Callable[..., Settings], prompt: Any) -> None:
+    """A child process submits, prints the id (the acknowledgement) and SIGKILLs itself."""
+    settings = make_settings()
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, signal, sys
+        from pathlib import Path
+        from callpipe_asr.jobs import JobRequest
+        from callpipe_asr.jobs.sqlite_store import SQLiteJobStore
+        from callpipe_asr.settings import JobSettings
+        from callpipe_asr.transcript import RecognitionOptions
+
+        async def main():
+            store = SQLiteJobStore(Path({str(settings.database_path)!r}), JobSettings())
+            await store.open()
+            job, _ = await store.submit(JobRequest(audio=Path({str(prompt.path)!r}).read_bytes(), options=RecognitionOptions()))
+            print(job.id, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -9, result.stderr
+    job_id = result.stdout.strip()
+    assert job_id
+    rows = db_rows(
+        settings.database_path,
+        "SELECT j.status, a.data FROM jobs j JOIN job_audio a ON a.job_id = j.id WHERE j.id = ?",
+        job_id,
+    )
+    assert rows == [("queued", prompt.audio)]
+
+
+# -- schema versioning ------------------------------------------------------------------------------
+
+
+def _version(path: Path) -> int:
+    return int(db_rows(path, "SELECT version FROM schema_version")[0][0])
+
+
+async def test_a_new_database_gets_the_current_schema(open_store: Any, make_settings: Callable[..., Settings]) -> None:
+    await open_store()
+    path = make_settings().database_path
+    assert _version(path) == len(MIGRATIONS)
+    assert db_rows(path, "SELECT COUNT(*) FROM schema_version") == [(1,)]
+    assert db_rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_an_older_database_upgrades_itself_when_opened(
+    open_store: Any, make_settings: Callable[..., Settings]
+) -> None:
+    path = make_settings().database_path
+    path.parent.mkdir(parents=True)
+    connection = sqlite3.connect(path)
+    assert migrate(connection, ()) == 0  # a database from before the first table
+    connection.close()
+    store = await open_store()
+    assert _version(path) == len(MIGRATIONS)
+    assert await store.ping()
+
+
+async def test_migrate_applies_new_steps_and_keeps_the_data(
+    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings]
+) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request(b"kept across upgrades", filename="old.wav"))
+    await store.close()
+
+    path = make_settings().database_path
+    newer = MIGRATIONS + (
+        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0; "
+        "CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
+    )
+    connection = sqlite3.connect(path, isolation_level="DEFERRED")
+    try:
+        assert migrate(connection, newer) == len(MIGRATIONS) + 1
+        assert migrate(connection, newer) == len(MIGRATIONS) + 1, "a second run is a no-op"
+        assert connection.execute("SELECT id, filename, priority FROM jobs").fetchall() == [(job.id, "old.wav", 0)]
+        assert connection.execute("SELECT data FROM job_audio").fetchall() == [(b"kept across upgrades",)]
+        assert connection.execute("SELECT COUNT(*) FROM api_keys").fetchall() == [(0,)]
+    finally:
+        connection.close()
+    assert _version(path) == len(MIGRATIONS) + 1
+
+
+async def test_a_failing_step_leaves_the_database_as_it_was(
+    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings]
+) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request(b"must survive"))
+    await store.close()
+
+    path = make_settings().database_path
+    broken = MIGRATIONS + ("CREATE TABLE half_done (a INTEGER); INSERT INTO no_such_table VALUES (1)",)
+    connection = sqlite3.connect(path, isolation_level="DEFERRED")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+            migrate(connection, broken)
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "half_done" not in tables, "the failed step must roll back entirely"
+        # Once fixed, the same step applies cleanly.
+        fixed = MIGRATIONS + ("CREATE TABLE half_done (a INTEGER)",)
+        assert migrate(connection, fixed) == len(MIGRATIONS) + 1
+    finally:
+        connection.close()
+    assert db_rows(path, "SELECT id FROM jobs") == [(job.id,)]
+
+
+async def test_a_database_from_a_newer_version_is_refused_untouched(
+    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings]
+) -> None:
+    store = await open_store()
+    job, _ = await store.submit(make_request(b"from the future"))
+    await store.close()
+    path = make_settings().database_path
+    connection = sqlite3.connect(path)
+    migrate(connection, MIGRATIONS + ("CREATE TABLE from_the_future (a INTEGER)",))
+    connection.close()
+
+    with pytest.raises(SchemaTooNew, match=f"schema version {len(MIGRATIONS) + 1}"):
+        await open_store()
+    assert _version(path) == len(MIGRATIONS) + 1
+    assert db_rows(path, "SELECT id FROM jobs") == [(job.id,)]
+    connection = sqlite3.connect(path)
+    try:
+        with pytest.raises(SchemaTooNew):
+            migrate(connection)
+    finally:
+        connection.close()
