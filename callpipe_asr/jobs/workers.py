@@ -46,7 +46,7 @@ class WorkerPool:
     async def _work(self, index: int) -> None:
         while True:
             try:
-                claimed = await self._store.claim()
+                claimed = await self._claim()
             except Exception:  # the store may be briefly unavailable; keep the worker alive
                 log.exception("worker %d could not claim a job", index)
                 await asyncio.sleep(self._poll)
@@ -62,6 +62,23 @@ class WorkerPool:
                     await self._store.fail(
                         claimed.job.id, claimed.token, "internal error while storing the result", "internal_error"
                     )
+
+    async def _claim(self) -> ClaimedJob | None:
+        """Claim a job; if shutdown interrupts the claim, hand back whatever it took.
+
+        The claim itself runs on the store's thread and completes regardless of cancellation, so
+        without this a job claimed at the moment of shutdown would stay ``running`` with an
+        attempt counted, and the next start would take it for a crash.
+        """
+        claim = asyncio.ensure_future(self._store.claim())
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                late = await claim
+                if late is not None:
+                    await self._store.release(late.job.id, late.token)
+            raise
 
     async def _process(self, claimed: ClaimedJob) -> None:
         job = claimed.job
