@@ -49,11 +49,12 @@ def launch(tmp_dir: Path, config: dict[str, Any]) -> Server:
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_dir / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPIPE_ASR_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "callpipe_asr", "serve", "--config", str(config_path), "--port", str(port),
-         "--host", "127.0.0.1", "--data-dir", str(tmp_dir / "data")],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env,
-    )
+    with log_path.open("wb") as log_file:  # the child keeps its own descriptor; ours must not leak
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callpipe_asr", "serve", "--config", str(config_path), "--port", str(port),
+             "--host", "127.0.0.1", "--data-dir", str(tmp_dir / "data")],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )
     server = Server(f"http://127.0.0.1:{port}", tmp_dir / "data", process, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
