@@ -19,6 +19,10 @@ class UploadForm:
     filename: str | None
     content_type: str | None
     fields: dict[str, str] = field(default_factory=dict)
+    """Each text field's last value."""
+    values: dict[str, list[str]] = field(default_factory=dict)
+    """Every value of each text field, in order: array fields repeat their name (OpenAI's
+    ``timestamp_granularities[]``)."""
 
 
 async def read_upload_form(request: web.Request, max_bytes: int, file_field: str = "file") -> UploadForm:
@@ -40,6 +44,7 @@ async def read_upload_form(request: web.Request, max_bytes: int, file_field: str
     filename: str | None = None
     part_type: str | None = None
     fields: dict[str, str] = {}
+    values: dict[str, list[str]] = {}
     total = 0
     try:
         while True:
@@ -56,11 +61,12 @@ async def read_upload_form(request: web.Request, max_bytes: int, file_field: str
                 value, total = await _read_part(part, min(max_bytes, total + MAX_FIELD_BYTES), total)
                 if part.name:
                     fields[part.name] = value.decode("utf-8", errors="replace")
+                    values.setdefault(part.name, []).append(fields[part.name])
     except (ValueError, AssertionError, UnicodeDecodeError, HttpProcessingError) as exc:
         raise InvalidRequest(f"malformed multipart body: {_reason(exc)}") from exc
     if file_data is None:
         raise InvalidRequest(f"the request has no '{file_field}' part with the audio")
-    return UploadForm(file=file_data, filename=filename, content_type=part_type, fields=fields)
+    return UploadForm(file=file_data, filename=filename, content_type=part_type, fields=fields, values=values)
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
