@@ -31,6 +31,9 @@ GSM_FRAME_BYTES = 33
 """A raw GSM 06.10 frame: 33 bytes, 160 samples at 8 kHz, each starting with the nibble 0xD."""
 RAW_ENCODINGS = {"s16le": "s16le", "s16be": "s16be", "mulaw": "mulaw", "alaw": "alaw", "f32le": "f32le", "u8": "u8"}
 """Our hint encodings -> FFmpeg raw demuxer names."""
+MAX_SAMPLE_RATE_HZ = 768_000
+"""Hertz; no recording has more. A damaged header's absurd rate (hundreds of MHz) costs FFmpeg's
+resampler seconds and hundreds of MB to set up, or fails it outright."""
 IDENTICAL_CHANNEL_TOLERANCE = 1e-3
 """Mean absolute difference (full scale 1.0) under which two channels count as the same signal."""
 
@@ -142,8 +145,12 @@ def _audio_stream(container: Any) -> Any:
     if not container.streams.audio:
         raise UnsupportedAudio(f"the file ({container.format.name}) has no audio stream")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # PyAV opens no context for a codec FFmpeg cannot decode
+        raise UnsupportedAudio(f"the file ({container.format.name}) uses an audio codec that cannot be decoded")
     if not stream.codec_context.sample_rate:
         raise CorruptAudio("the audio stream declares no sample rate")
+    if stream.codec_context.sample_rate > MAX_SAMPLE_RATE_HZ:
+        raise CorruptAudio(f"the audio declares an implausible sample rate ({stream.codec_context.sample_rate} Hz)")
     return stream
 
 
@@ -199,28 +206,58 @@ def _frames(container: Any, stream: Any) -> Iterator[Any]:
 
 
 def _decode_resampled(container: Any, stream: Any, channels: int, limits: AudioLimits) -> np.ndarray:
-    """All samples as a (channels, n) float32 array at 16 kHz, stopping at the duration limit."""
-    resampler = av.AudioResampler(format="fltp", layout=_layout_name(channels), rate=TARGET_SAMPLE_RATE_HZ)
+    """All samples as a (channels, n) float32 array at 16 kHz, stopping at the duration limit.
+
+    Packed float32 out: PyAV reads past the plane pointers of planar frames with 8 or more
+    channels (a crash). A new resampler whenever the frames change rate, layout or sample format
+    mid-stream: PyAV's resampler passes such frames through unconverted once its first frame
+    needed no conversion (a 16 kHz stream that turns 44.1 kHz or stereo).
+    """
+    layout = _layout_name(channels)
+    resampler: Any = None
+    source: tuple[str, str, int] | None = None
     max_samples = int(limits.max_duration_seconds * TARGET_SAMPLE_RATE_HZ) + TARGET_SAMPLE_RATE_HZ
     chunks: list[np.ndarray] = []
     decoded = 0
     for frame in _frames(container, stream):
         frame.pts = None  # let the resampler count time itself; damaged files carry bad stamps
+        params = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if params != source:
+            if resampler is not None:
+                chunks.extend(_to_array(out, channels) for out in resampler.resample(None))
+            resampler = av.AudioResampler(format="flt", layout=layout, rate=TARGET_SAMPLE_RATE_HZ)
+            source = params
         for out in resampler.resample(frame):
-            chunk = out.to_ndarray()
+            chunk = _to_array(out, channels)
             chunks.append(chunk)
             decoded += chunk.shape[1]
         if decoded > max_samples:
             raise AudioTooLong(_too_long_message(decoded / TARGET_SAMPLE_RATE_HZ, limits))
-    for out in resampler.resample(None):
-        chunks.append(out.to_ndarray())
+    if resampler is not None:
+        chunks.extend(_to_array(out, channels) for out in resampler.resample(None))
     if not chunks:
         return np.zeros((channels, 0), dtype=np.float32)
-    return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
+    samples = np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
+    # float sources (f32le, float WAV) may hold NaN, infinities or any magnitude: keep the promise
+    # of finite samples in [-1, 1] (the model and the channel comparison need it)
+    np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(samples, -1.0, 1.0, out=samples)
+
+
+def _to_array(frame: Any, channels: int) -> np.ndarray:
+    """A packed float32 frame as (channels, n)."""
+    interleaved: np.ndarray = frame.to_ndarray()
+    return interleaved.reshape(-1, channels).T
 
 
 def _layout_name(channels: int) -> str:
-    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    """FFmpeg's default layout for the count; counts it has none for (9, 11...) stay unordered."""
+    named = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    try:
+        av.AudioLayout(named)
+    except ValueError:
+        return f"{channels} channels"
+    return named
 
 
 def _choose_channels(samples: np.ndarray, mode: ChannelMode) -> tuple[np.ndarray, ...]:
