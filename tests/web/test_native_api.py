@@ -165,3 +165,23 @@ async def test_readyz_is_503_while_the_default_model_cannot_load(
     assert response.status == 503
     assert "no CTranslate2 model" in (await response.json())["checks"]["model"]
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_keys_are_checked_and_each_key_sees_only_its_jobs(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], prompt: Prompt
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(auth__api_keys=["key-one", "key-two"])))
+    await wait_ready(client)
+    await assert_native_error(await client.post("/api/v1/jobs", data=upload(prompt.audio)), 401, "unauthenticated")
+    wrong = await client.post("/api/v1/jobs", data=upload(prompt.audio), headers={"Authorization": "Bearer nope"})
+    await assert_native_error(wrong, 401, "invalid_api_key")
+    one = {"Authorization": "Bearer key-one"}
+    created = await client.post("/api/v1/jobs", data=upload(prompt.audio), headers=one)
+    assert created.status == 202
+    job_id = (await created.json())["id"]
+    assert (await client.get(f"/api/v1/jobs/{job_id}", headers=one)).status == 200
+    assert (await client.get(f"/api/v1/jobs/{job_id}", headers={"X-Api-Key": "key-one"})).status == 200
+    other = {"Authorization": "Bearer key-two"}
+    await assert_native_error(await client.get(f"/api/v1/jobs/{job_id}", headers=other), 404, "not_found")
+    await assert_native_error(await client.delete(f"/api/v1/jobs/{job_id}", headers=other), 404, "not_found")
+    assert (await client.delete(f"/api/v1/jobs/{job_id}", headers=one)).status == 204
