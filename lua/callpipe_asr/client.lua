@@ -55,6 +55,9 @@ local function classify(response)
     reason = "the transcription server is busy"
   elseif response.status >= 500 then
     reason = "the transcription server had an internal error"
+  elseif response.status == 401 or response.status == 403 then
+    -- Say so plainly: the admin must fix callpipe_asr_api_key, not the recording.
+    reason = "the transcription server did not accept the API key (HTTP " .. response.status .. ")"
   else
     reason = "the transcription server refused the recording"
       .. (type(message) == "string" and (" (" .. message .. ")") or string.format(" (HTTP %d)", response.status))

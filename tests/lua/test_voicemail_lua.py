@@ -522,6 +522,21 @@ def test_a_refused_recording_is_not_retried(
     assert recording.read_bytes() == junk
 
 
+@pytest.mark.e2e
+def test_a_wrong_key_is_reported_and_not_retried(
+    lua: str, run_lua: RunLua, lua_server: Server, smtp_sink: SmtpSink, prompt: Prompt, tmp_path: Path
+) -> None:
+    recording = copy_recording(prompt, tmp_path / "vm")
+    run = run_lua(lua, argv=worker_argv(recording, "retries=3", "email_to=" + MAILBOX),
+                  variables={"callpipe_asr_url": lua_server.url, "callpipe_asr_api_key": "not-the-key"},
+                  smtp=smtp_sink)
+    run.assert_clean()
+    assert run.sleeps_ms == []
+    assert "failed after 1 attempt(s): HTTP 401 invalid_api_key" in run.log_text("err")
+    assert "not-the-key" not in json.dumps(run.events)
+    assert_unavailable_mail(smtp_sink, "the transcription server did not accept the API key (HTTP 401).", recording, prompt)
+
+
 def long_speech(prompts: dict[str, Prompt], path: Path, seconds: float) -> Path:
     """Real speech, many prompts end to end: a job that keeps one worker busy for a while."""
     frames: list[bytes] = []
