@@ -6,7 +6,11 @@ provider dialect renders the same error in its own native shape.
 
     CallpipeError                 500  (base; anything unexpected)
     ├── InvalidRequest            400  malformed fields, bad JSON, missing file
-    │   └── RemoteRequestFailed   400  a client's URL failed: unreachable, HTTP error, too slow
+    │   ├── RemoteRequestFailed   400  a client's URL failed: unreachable, HTTP error, too slow
+    │   ├── UnsupportedLanguage   400  no configured model speaks the language asked for
+    │   ├── UnsupportedTask       400  translation asked of English-only models
+    │   ├── ModelNotInstalled     400  the model asked for is configured but its files are missing
+    │   └── BodyReadTimeout       408  the client sent its request body too slowly
     ├── AuthenticationFailed      401  missing or wrong API key
     ├── PermissionDenied          403
     │   └── RemoteAccessDenied    403  a URL the config does not let the server reach
@@ -20,9 +24,15 @@ provider dialect renders the same error in its own native shape.
     │   ├── TooManyChannels       400
     │   └── AudioTooLong          413  duration over the limit
     ├── QueueFull                 429  (Retry-After)
+    │   ├── TooManyUploads        429  server.max_concurrent_uploads bodies already arriving
+    │   ├── RateLimited           429  a key's requests per minute, or a client's wrong keys
+    │   └── TooManyJobs           429  a key's jobs queued or running at once
     ├── JobFailed                 422  the job ended failed; carries the reason
     ├── WaitTimeout               504  a synchronous wait ran out; the job goes on
     ├── NotReady                  503  model or store not ready yet
+    │   ├── StorageFull           503  the data directory's disk is (nearly) full
+    │   ├── StoreBusy             503  the job database stayed locked by another process
+    │   └── ShuttingDown          503  the server is stopping (SIGTERM): no new work
     └── EngineError               500  the engine raised
 """
 
@@ -44,6 +54,39 @@ class CallpipeError(Exception):
 class InvalidRequest(CallpipeError):
     status = 400
     code = "invalid_request"
+
+
+class BodyReadTimeout(InvalidRequest):
+    """The request body did not arrive within ``server.body_read_timeout_seconds``: a stalled or
+    trickling client must not hold an upload slot and its buffered bytes forever. Under
+    :class:`InvalidRequest` so dialects without a 408 of their own answer it as a bad request."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class UnsupportedLanguage(InvalidRequest):
+    """No installed model speaks the language a request named (or the model it named does not).
+    The message names the language, so each dialect's native 400 says what was wrong."""
+
+    code = "unsupported_language"
+
+    def __init__(self, message: str, language: str) -> None:
+        super().__init__(message)
+        self.language = language
+
+
+class UnsupportedTask(InvalidRequest):
+    """Translation asked of a model (or a configuration) that only speaks English: Whisper's
+    English-only models cannot translate."""
+
+    code = "translation_unavailable"
+
+
+class ModelNotInstalled(InvalidRequest):
+    """A request named a configured model whose files are not installed (its extra is missing)."""
+
+    code = "model_not_installed"
 
 
 class AuthenticationFailed(CallpipeError):
@@ -123,6 +166,27 @@ class QueueFull(CallpipeError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class RateLimited(QueueFull):
+    """A key made more requests per minute than it may, or a client presented too many wrong
+    keys. A :class:`QueueFull` so every dialect answers it as its own 429 with ``Retry-After``."""
+
+    code = "rate_limited"
+
+
+class TooManyJobs(QueueFull):
+    """A key already has as many jobs queued or running as it may (``max_concurrent_jobs``)."""
+
+    code = "too_many_jobs"
+
+
+class TooManyUploads(QueueFull):
+    """``server.max_concurrent_uploads`` request bodies are already being received (each may
+    hold up to ``server.max_upload_bytes`` in memory). A :class:`QueueFull` so every dialect
+    answers it as its own 429 with ``Retry-After``, which clients already retry."""
+
+    code = "too_many_uploads"
+
+
 class JobFailed(CallpipeError):
     status = 422
     code = "job_failed"
@@ -138,6 +202,27 @@ class NotReady(CallpipeError):
     status = 503
     code = "not_ready"
     retryable = True
+
+
+class StorageFull(NotReady):
+    """The data directory's file system is full, or too full to accept more work and still
+    finish the jobs already accepted (``jobs.min_free_disk_bytes``). Nothing was stored."""
+
+    code = "storage_full"
+
+
+class StoreBusy(NotReady):
+    """The job database stayed locked by another process past SQLite's busy timeout (a backup
+    tool or a manual ``sqlite3`` session holding a write transaction). Nothing was changed."""
+
+    code = "store_busy"
+
+
+class ShuttingDown(NotReady):
+    """The server is stopping: it finishes the work it has and takes no more. Retrying (after
+    the restart, or at another instance) is right."""
+
+    code = "shutting_down"
 
 
 class EngineError(CallpipeError):

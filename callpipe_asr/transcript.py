@@ -66,12 +66,19 @@ class RecognitionOptions:
     temperature: float | None = None
     word_timestamps: bool = True
     channel_mode: ChannelMode = ChannelMode.AUTO
+    detect_language: bool = False
+    """The client asked for the language to be detected (Deepgram ``detect_language``, AssemblyAI
+    ``language_detection``, Google alternative languages): a multilingual model detects it."""
+    language_candidates: tuple[str, ...] = ()
+    """ISO 639-1 codes the request says the speech is in one of (Google's ``languageCode`` plus
+    ``alternativeLanguageCodes``); detection chooses among them. Empty: the configured ones."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["task"] = self.task.value
         data["channel_mode"] = self.channel_mode.value
         data["hotwords"] = list(self.hotwords)
+        data["language_candidates"] = list(self.language_candidates)
         return data
 
     @classmethod
@@ -80,6 +87,7 @@ class RecognitionOptions:
         values["task"] = Task(values.get("task", Task.TRANSCRIBE.value))
         values["channel_mode"] = ChannelMode(values.get("channel_mode", ChannelMode.AUTO.value))
         values["hotwords"] = tuple(values.get("hotwords", ()))
+        values["language_candidates"] = tuple(values.get("language_candidates", ()))
         return cls(**values)
 
 
@@ -122,6 +130,8 @@ class Transcript:
     """How many channels were transcribed apart (1 for mixed or mono audio)."""
     model: str | None = None
     """The configured model name that produced it."""
+    language_confidence: float | None = None
+    """Probability in [0, 1] of ``language`` where it was detected; None where it was given."""
 
     @property
     def text(self) -> str:
@@ -149,6 +159,7 @@ class Transcript:
             "duration": self.duration,
             "channels": self.channels,
             "model": self.model,
+            "language_confidence": self.language_confidence,
             "segments": [
                 {
                     "text": s.text,
@@ -185,6 +196,7 @@ class Transcript:
             duration=data["duration"],
             channels=data.get("channels", 1),
             model=data.get("model"),
+            language_confidence=data.get("language_confidence"),
         )
 
 
@@ -212,6 +224,7 @@ def merge_channel_transcripts(per_channel: list[Transcript]) -> Transcript:
         duration=max(t.duration for t in per_channel),
         channels=len(per_channel),
         model=first.model,
+        language_confidence=first.language_confidence,
     )
 
 

@@ -1,18 +1,23 @@
 """Test helpers shared by every folder (import as ``from asr_testkit import ...``; a module name
 that no conftest shadows): the real Asterisk prompts with their reference texts, and the word
-error rate with the normaliser the benchmark documents."""
+error rate with the normaliser the benchmark documents (``callpipe_asr.scoring``: one normaliser
+for both)."""
 
 from __future__ import annotations
 
 import gzip
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import jiwer
+from callpipe_asr.scoring import normalize_text, word_error_rate
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en")
 REFERENCES = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+
+__all__ = [
+    "REFERENCES", "SOUNDS_DIR", "Prompt", "load_language_prompts", "load_prompts", "load_references", "normalize_text",
+    "word_error_rate",
+]
 
 
 @dataclass(frozen=True)
@@ -38,24 +43,6 @@ def load_references() -> dict[str, str]:
     return references
 
 
-_NUMBERS = {"1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six", "7": "seven",
-            "8": "eight", "9": "nine", "0": "zero", "#": "pound", "*": "star"}
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, digits and keypad symbols as spoken, no punctuation."""
-    text = text.lower().replace("'", "")
-    text = re.sub(r"[0-9#*]", lambda m: f" {_NUMBERS[m.group(0)]} ", text)
-    text = re.sub(r"[^a-z ]+", " ", text)
-    return " ".join(text.split())
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(normalize_text(reference), normalize_text(hypothesis) or "<empty>"))
-
-
-
-
 def load_prompts() -> dict[str, Prompt]:
     """Every English Asterisk prompt that has a wav file and a spoken (not [sound]) reference."""
     return {
@@ -63,3 +50,23 @@ def load_prompts() -> dict[str, Prompt]:
         for name, text in load_references().items()
         if (SOUNDS_DIR / f"{name}.wav").exists()
     }
+
+
+def load_language_prompts(language: str, min_words: int = 3) -> dict[str, Prompt]:
+    """The Asterisk prompts of another language (``es``, ``fr``: Debian's
+    asterisk-core-sounds-<language>-wav, references in asterisk-core-sounds-<language>) that
+    say at least ``min_words`` words, without digits (spoken differently per language) or sound
+    descriptions; sorted by name. Empty where the packages are missing."""
+    references = Path(f"/usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz")
+    sounds = Path(f"/usr/share/asterisk/sounds/{language}")
+    if not references.exists():
+        return {}
+    prompts: dict[str, Prompt] = {}
+    with gzip.open(references, "rt", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            name, sep, text = line.partition(":")
+            name, text = name.strip(), text.strip()
+            usable = sep and not line.startswith(";") and not any(c in text for c in "[(0123456789")
+            if usable and len(text.split()) >= min_words and (sounds / f"{name}.wav").exists():
+                prompts[name] = Prompt(name, sounds / f"{name}.wav", text)
+    return dict(sorted(prompts.items()))

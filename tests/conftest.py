@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from asr_testkit import REFERENCES, SOUNDS_DIR, Prompt, load_prompts, normalize_text, word_error_rate
+from pg_server import postgres_server  # noqa: F401 - one PostgreSQL server for the whole session
 from callpipe_asr.settings import Settings, load_settings
 
 __all__ = ["Prompt", "SOUNDS_DIR", "normalize_text", "word_error_rate"]

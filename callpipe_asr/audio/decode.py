@@ -181,9 +181,9 @@ def _duration_from_packets(container: Any, stream: Any) -> float:
         for packet in container.demux(stream):
             if packet.duration and packet.time_base:
                 total += packet.duration * packet.time_base
+        container.seek(0)  # a damaged stream can refuse this too (EPERM; found by tests/fuzz)
     except av.FFmpegError as exc:
         raise CorruptAudio(f"the audio is damaged ({_ffmpeg_reason(exc)})") from exc
-    container.seek(0)
     return float(total)
 
 

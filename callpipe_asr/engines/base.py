@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..transcript import RecognitionOptions, Transcript
+
+SAMPLE_RATE_HZ = 16_000
+"""Every engine is fed 16 kHz mono float32 samples; those whose models want another rate
+(8 kHz telephony models) convert inside."""
 
 
 class Engine(Protocol):
@@ -24,4 +28,14 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free the model's memory."""
+        ...
+
+
+@runtime_checkable
+class LanguageDetector(Protocol):
+    """An engine that can say which language speech is in (multilingual Whisper models)."""
+
+    def detect_language(self, samples: Any) -> list[tuple[str, float]]:
+        """(ISO 639-1 code, probability) for every language the model knows, most likely first;
+        [] where there is no speech to judge."""
         ...

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
 
+from .. import logs
+from ..access import KeyPolicy, policies_by_owner
 from ..audio import AudioInfo, AudioLimits, probe_audio
-from ..engines import resolve_model_name
-from ..errors import NotFound, WaitTimeout
+from ..engines import ModelRequest, select_model
+from ..engines.sources import installed_models
+from ..errors import NotFound, ShuttingDown, TooManyJobs, WaitTimeout
 from ..settings import Settings
 from .events import JobEvents
 from .model import Job, JobRequest, QueueStats
@@ -31,6 +36,19 @@ MIME_TYPES = {
     "mov,mp4,m4a,3gp,3g2,mj2": "audio/mp4",
 }
 """FFmpeg container names -> the type a browser's audio player accepts."""
+DEFAULT_RETRY_AFTER_SECONDS = 10
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class QueueInsight(Protocol):
+    """What a store may also answer: per-key job counts (``max_concurrent_jobs``) and the age
+    of the queue (the metrics). A store without it serves jobs as before; the service then
+    cannot enforce concurrent-job limits and says so at start."""
+
+    async def count_active(self, owner: str | None) -> int: ...
+    async def oldest_queued_at(self) -> float | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +69,26 @@ class JobService:
         self._events = events
         self._limits = AudioLimits(settings.audio.max_duration_seconds, settings.audio.max_channels)
         self._probe_executor = ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="probe")
+        self._policies = policies_by_owner(settings.auth)
+        self._installed = installed_models(settings)
+        self._draining = False
+        self._waits_ended = False
+        if any(p.max_concurrent_jobs for p in self._policies.values()) and not isinstance(store, QueueInsight):
+            log.warning("this job store cannot count a key's jobs: max_concurrent_jobs is not enforced")
+
+    @property
+    def draining(self) -> bool:
+        """Whether the server is stopping: no new work is taken."""
+        return self._draining
+
+    def start_draining(self) -> None:
+        """Refuse new work from now on (503, each dialect's own); running jobs go on."""
+        self._draining = True
+
+    def end_waits(self) -> None:
+        """Answer requests still waiting for a job (it goes on after a restart) instead of
+        letting the shutdown cut their connections."""
+        self._waits_ended = True
 
     def close(self) -> None:
         self._probe_executor.shutdown(wait=True, cancel_futures=True)
@@ -61,14 +99,64 @@ class JobService:
         )
 
     async def submit(self, request: JobRequest) -> tuple[Job, bool]:
-        """Check the audio, then store the job durably; return it and whether it is new."""
-        resolve_model_name(request.options.model, self._settings)  # unknown names fail now in strict mode
+        """Check the audio, then store the job durably; return it and whether it is new.
+
+        The key's defaults fill what the request left open, and its concurrent-job limit is
+        checked once the job is stored: a retry of a request whose job exists attaches to it
+        (never refused), and a new job over the limit is taken back at once.
+        """
+        if self._draining:
+            raise ShuttingDown("the server is shutting down; retry shortly")
+        policy = self._policies.get(request.owner) if request.owner else None
+        if policy is not None:
+            request = dataclasses.replace(request, options=policy.with_defaults(request.options, self._settings))
+        request = self._with_model(request)  # an unknown name (strict) or unserved language fails now
         info = await self.probe(request)
         request = dataclasses.replace(request, audio_duration=info.duration, content_type=MIME_TYPES.get(info.format))
         job, created = await self._store.submit(request)
         if created:
+            if policy is not None and policy.max_concurrent_jobs:
+                await self._refuse_over_limit(job, policy)
+            with logs.bound(job_id=job.id):
+                log.info("job accepted: %s, %.1f s of audio", job.dialect, info.duration)
             self._events.work_added()
         return job, created
+
+    def _with_model(self, request: JobRequest) -> JobRequest:
+        """``request`` with the configured model that will run it in place of the name the
+        client sent: the job stores the model it runs on (a worker, or another machine's worker,
+        runs exactly that), and a request no model can serve is refused before its audio is
+        probed (see :func:`..engines.select_model`)."""
+        model = select_model(ModelRequest.of(request.options), self._settings, self._installed)
+        if model == request.options.model:
+            return request
+        return dataclasses.replace(request, options=dataclasses.replace(request.options, model=model))
+
+    async def _refuse_over_limit(self, job: Job, policy: KeyPolicy) -> None:
+        active = await self.active_count(policy.owner)
+        if active is None or active <= policy.max_concurrent_jobs:
+            return
+        await self._store.delete(job.id)
+        log.info("refused a job: the key %s has %d jobs queued or running", policy.name, active - 1)
+        stats = await self._store.stats()
+        retry = math.ceil(stats.average_processing_seconds or DEFAULT_RETRY_AFTER_SECONDS)
+        raise TooManyJobs(
+            f"this API key already has {policy.max_concurrent_jobs} jobs queued or running", max(1, retry)
+        )
+
+    async def active_count(self, owner: str | None) -> int | None:
+        """Jobs of ``owner`` queued or running; None when the store cannot tell."""
+        if isinstance(self._store, QueueInsight):
+            return await self._store.count_active(owner)
+        return None
+
+    async def oldest_queued_age(self) -> float | None:
+        """Seconds the oldest queued job has waited; 0 with none queued; None when the store
+        cannot tell."""
+        if not isinstance(self._store, QueueInsight):
+            return None
+        oldest = await self._store.oldest_queued_at()
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
     async def get(self, job_id: str) -> Job:
         job = await self._store.get(job_id)
@@ -83,6 +171,8 @@ class JobService:
             job = await self.get(job_id)
             if job.status.is_final:
                 return job
+            if self._waits_ended:
+                raise ShuttingDown(f"the server is shutting down; job {job_id} goes on after the restart")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(f"job {job_id} is still {job.status.value} after {timeout_seconds:.0f} s; it goes on")

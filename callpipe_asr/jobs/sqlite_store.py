@@ -12,13 +12,14 @@ import asyncio
 import json
 import logging
 import secrets
+import shutil
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from ..errors import QueueFull
+from ..errors import CallpipeError, QueueFull, StorageFull, StoreBusy
 from ..settings import JobSettings
 from ..transcript import AudioHints, RecognitionOptions, Transcript
 from .model import ClaimedJob, Job, JobRequest, JobStatus, QueueStats
@@ -146,7 +147,13 @@ class SQLiteJobStore:
         self._connection = connection
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            trouble = _outside_trouble(exc)
+            if trouble is None:
+                raise
+            raise trouble from exc
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -157,7 +164,7 @@ class SQLiteJobStore:
     async def ping(self) -> bool:
         try:
             await self._run(lambda: self._db.execute("SELECT 1").fetchone())
-        except (sqlite3.Error, RuntimeError):
+        except (sqlite3.Error, RuntimeError, CallpipeError):
             return False
         return True
 
@@ -183,6 +190,7 @@ class SQLiteJobStore:
             ).fetchone()
             if row is not None:
                 return _job_from_row(row), False
+            self._check_free_space(len(request.audio))
             active = self._active_count()
             limit = self._settings.hard_max_queued if request.may_exceed_queue else self._settings.max_queued
             if active >= limit:
@@ -213,6 +221,22 @@ class SQLiteJobStore:
         job = self._get_sync(job_id)
         assert job is not None
         return job, True
+
+    def _check_free_space(self, audio_bytes: int) -> None:
+        """Refuse new work while the disk is too full to finish the work already accepted: a
+        completely full disk fails every write, finishing and claiming included, and the
+        write-ahead log cannot even be checkpointed into the database file. Pages freed inside
+        the database (ended jobs' audio, purged jobs) count as room: SQLite reuses them."""
+        reserve = self._settings.min_free_disk_bytes
+        if not reserve:
+            return
+        page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        reusable = int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
+        if shutil.disk_usage(self._path.parent).free + reusable < reserve + 2 * audio_bytes:
+            raise StorageFull(
+                "the server's disk is nearly full (jobs.min_free_disk_bytes); no new jobs are accepted "
+                "until space is freed, so the accepted ones can finish"
+            )
 
     def _active_count(self) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()
@@ -364,6 +388,26 @@ class SQLiteJobStore:
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
+    async def count_active(self, owner: str | None) -> int:
+        """Jobs of ``owner`` queued or running (a key's ``max_concurrent_jobs``)."""
+
+        def read() -> int:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE owner IS ? AND status IN ('queued', 'running')", (owner,)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(read)
+
+    async def oldest_queued_at(self) -> float | None:
+        """When the longest-waiting queued job was created (Unix time); None with none queued."""
+
+        def read() -> float | None:
+            row = self._db.execute("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'").fetchone()
+            return float(row[0]) if row and row[0] is not None else None
+
+        return await self._run(read)
+
     # -- removing -----------------------------------------------------------------------------
 
     async def delete(self, job_id: str) -> bool:
@@ -434,6 +478,85 @@ class SQLiteJobStore:
             return int(row[0]) if row else 0
 
         return await self._run(read)
+
+    # -- administration (``callpipe-asr jobs``; each call one short transaction) --------------
+
+    async def find_jobs(self, status: JobStatus | None = None, since: float | None = None, limit: int = 100) -> list[Job]:
+        """The newest jobs of every owner and dialect, optionally of one status and created at or
+        after ``since`` (Unix time): what an administrator looks through."""
+
+        def read() -> list[Job]:
+            rows = self._db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE (? IS NULL OR status = ?) AND (? IS NULL OR created_at >= ?) "
+                "ORDER BY seq DESC LIMIT ?",
+                (status and status.value, status and status.value, since, since, limit),
+            ).fetchall()
+            return [_job_from_row(row) for row in rows]
+
+        return await self._run(read)
+
+    async def retry_failed(self, job_id: str) -> bool:
+        """Put a failed job back in the queue as if new (attempts, error, result and callback
+        reset); False unless it is failed and its audio is still stored. One statement checks
+        both, so a job purged or changed meanwhile is never half-requeued."""
+
+        def requeue() -> bool:
+            with self._db:
+                return bool(
+                    self._db.execute(
+                        "UPDATE jobs SET status = 'queued', attempts = 0, started_at = NULL, finished_at = NULL, "
+                        "expires_at = NULL, error = NULL, error_code = NULL, transcript = NULL, claim_token = NULL, "
+                        "callback_status = NULL, callback_attempts = 0, callback_due_at = NULL "
+                        "WHERE id = ? AND status = 'failed' AND EXISTS (SELECT 1 FROM job_audio WHERE job_id = ?)",
+                        (job_id, job_id),
+                    ).rowcount
+                )
+
+        return await self._run(requeue)
+
+    async def cancel_queued(self, job_id: str, reason: str, code: str) -> bool:
+        """End a job that is still queued as failed with ``reason``; False when it is not queued
+        (a worker that claimed it first wins: its job runs to its end)."""
+
+        def cancel() -> bool:
+            now = self._clock()
+            with self._db:
+                updated = self._db.execute(
+                    "UPDATE jobs SET status = 'failed', finished_at = ?, expires_at = ?, error = ?, error_code = ?, "
+                    "callback_status = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, callback_due_at = ? "
+                    "WHERE id = ? AND status = 'queued'",
+                    (now, now + self._settings.retention_days * SECONDS_PER_DAY, reason, code, now, job_id),
+                ).rowcount
+                if updated and not self._settings.keep_audio:
+                    self._db.execute("DELETE FROM job_audio WHERE job_id = ?", (job_id,))
+            return bool(updated)
+
+        return await self._run(cancel)
+
+    async def purge_finished_before(self, cutoff: float) -> int:
+        """Delete done and failed jobs that ended before ``cutoff`` (Unix time), whatever their
+        retention; return how many."""
+
+        def purge() -> int:
+            with self._db:
+                return int(
+                    self._db.execute(
+                        "DELETE FROM jobs WHERE status IN ('done', 'failed') AND finished_at < ?", (cutoff,)
+                    ).rowcount
+                )
+
+        return await self._run(purge)
+
+
+def _outside_trouble(exc: sqlite3.OperationalError) -> CallpipeError | None:
+    """A full disk or a lock held by another process as the client's 503 (the request changed
+    nothing: its transaction rolled back); any other failure stays the bug it is."""
+    message = str(exc).lower()
+    if "disk is full" in message:  # SQLITE_FULL: "database or disk is full"
+        return StorageFull("the server's disk is full; nothing was stored (free space in the data directory)")
+    if "locked" in message or "busy" in message:
+        return StoreBusy("the job database is locked by another process; try again shortly")
+    return None
 
 
 def _job_from_row(row: Sequence[Any]) -> Job:

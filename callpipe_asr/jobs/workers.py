@@ -9,27 +9,79 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
+from .. import logs
 from ..errors import CallpipeError
 from ..pipeline import Recognizer
+from ..transcript import Transcript
 from .events import JobEvents
-from .model import ClaimedJob
+from .model import ClaimedJob, Job, JobStatus
 from .store import JobStore
 
 log = logging.getLogger(__name__)
 
 
+class JobObserver(Protocol):
+    """Told how each job this pool runs ends (the metrics); never raises into the pool."""
+
+    def job_ended(self, job: Job, status: JobStatus, wall_seconds: float, transcript: Transcript | None) -> None: ...
+
+
 class WorkerPool:
-    def __init__(self, store: JobStore, recognizer: Recognizer, events: JobEvents, workers: int, poll_interval_seconds: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        recognizer: Recognizer,
+        events: JobEvents,
+        workers: int,
+        poll_interval_seconds: float,
+        observer: JobObserver | None = None,
+    ) -> None:
         self._store = store
         self._recognizer = recognizer
         self._events = events
         self._size = workers
         self._poll = poll_interval_seconds
+        self._observer = observer
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recognizer")
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._draining = False
+        self._abandoning = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def busy(self) -> int:
+        """Workers recognising a job right now."""
+        return self._busy
+
+    async def drain(self, timeout_seconds: float) -> bool:
+        """Stop claiming jobs and give the running ones up to ``timeout_seconds`` to finish;
+        True when none is left running. :meth:`stop` hands back whatever still runs."""
+        self._draining = True
+        self._events.work_added()  # wake idle workers so they see it now, not at their next poll
+        running = [task for task in self._tasks if not task.done()]
+        if not running:
+            return True
+        _, pending = await asyncio.wait(running, timeout=timeout_seconds)
+        # A recognition cannot be interrupted: past the grace period its thread is left to the
+        # process's exit instead of holding up the stop (its job goes back to the queue).
+        self._abandoning = bool(pending)
+        return not pending
+
+    @property
+    def abandons_threads(self) -> bool:
+        """Whether a drain gave up on running recognitions: :meth:`stop` then hands their jobs
+        back without waiting for their threads, and the process should exit without joining them."""
+        return self._abandoning
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(index), name=f"worker-{index}") for index in range(self._size)]
@@ -41,10 +93,10 @@ class WorkerPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=not self._abandoning, cancel_futures=True)
 
     async def _work(self, index: int) -> None:
-        while True:
+        while not self._draining:
             try:
                 claimed = await self._claim()
             except Exception:  # the store may be briefly unavailable; keep the worker alive
@@ -55,7 +107,8 @@ class WorkerPool:
                 await self._events.wait_for_work(self._poll)
                 continue
             try:
-                await self._process(claimed)
+                with logs.bound(job_id=claimed.job.id):
+                    await self._process(claimed)
             except Exception:  # storing the outcome failed (a result the store cannot take): the worker lives on
                 log.exception("worker %d could not store the outcome of job %s", index, claimed.job.id)
                 with contextlib.suppress(Exception):
@@ -82,9 +135,14 @@ class WorkerPool:
 
     async def _process(self, claimed: ClaimedJob) -> None:
         job = claimed.job
+        started = time.perf_counter()
+        self._busy += 1
+        # The recognition's own log lines (in the executor's thread) carry the job id too.
+        context = contextvars.copy_context()
         future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._recognizer.recognize, claimed.audio, job.hints, job.options, job.id
+            self._executor, context.run, self._recognizer.recognize, claimed.audio, job.hints, job.options, job.id
         )
+        outcome: tuple[JobStatus, Transcript | None] | None = None
         try:
             transcript = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -94,11 +152,25 @@ class WorkerPool:
         except CallpipeError as exc:
             log.info("job %s failed: %s", job.id, exc.message)
             await self._store.fail(job.id, claimed.token, exc.message, exc.code)
+            outcome = (JobStatus.FAILED, None)
         except Exception as exc:  # a bug or a library error: the job fails, the worker lives on
             log.exception("job %s failed unexpectedly", job.id)
             await self._store.fail(job.id, claimed.token, f"internal error while recognising: {type(exc).__name__}", "internal_error")
+            outcome = (JobStatus.FAILED, None)
         else:
             if not await self._store.finish(job.id, claimed.token, transcript):
                 log.info("job %s was deleted while it ran; its result is discarded", job.id)
+            outcome = (JobStatus.DONE, transcript)
         finally:
+            self._busy -= 1
             self._events.job_ended(job.id)
+            if outcome is not None:
+                self._observe(job, outcome[0], time.perf_counter() - started, outcome[1])
+
+    def _observe(self, job: Job, status: JobStatus, wall_seconds: float, transcript: Transcript | None) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.job_ended(job, status, wall_seconds, transcript)
+        except Exception:  # metrics must never fail a job
+            log.exception("could not record the metrics of job %s", job.id)

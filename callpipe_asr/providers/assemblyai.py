@@ -27,6 +27,7 @@ from ..errors import AudioError, AudioTooLong, AuthenticationFailed, CallpipeErr
 from ..formats import to_srt, to_vtt
 from ..jobs import Job, JobStatus
 from ..transcript import ChannelMode, RecognitionOptions, Segment, Transcript, Word
+from .numbers import ascii_whole
 
 DIALECT = "assemblyai"
 STATUS_WORDS = {
@@ -104,7 +105,7 @@ def parse_transcript_request(body: bytes) -> TranscriptRequest:
     redaction...) are ignored, as unknown fields are."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deeply nested JSON
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidRequest("the request body must be a JSON object")
@@ -135,6 +136,8 @@ def parse_transcript_request(body: bytes) -> TranscriptRequest:
     options = RecognitionOptions(
         model=render.speech_model,
         language=None if language_detection or not language_code else re.split(r"[-_]", language_code)[0].lower(),
+        detect_language=language_detection,
+        language_candidates=_expected_languages(document) if language_detection else (),
         prompt=_text(document, "prompt"),
         hotwords=tuple(dict.fromkeys(render.word_boost + _words_list(document, "keyterms_prompt"))),
         temperature=_temperature(document),
@@ -146,7 +149,11 @@ def parse_transcript_request(body: bytes) -> TranscriptRequest:
 
 def upload_token(audio_url: str) -> str | None:
     """The upload id in an ``upload_url`` of this server's shape, else None."""
-    match = UPLOAD_PATH.search(urlsplit(audio_url).path)
+    try:
+        path = urlsplit(audio_url).path
+    except ValueError:  # "https://example]com/": no URL of ours; the remote-URL check refuses it (400)
+        return None
+    match = UPLOAD_PATH.search(path)
     return match.group("token") if match else None
 
 
@@ -182,6 +189,21 @@ def _language_code(document: Mapping[str, Any]) -> str | None:
     if code is not None and not LANGUAGE.match(code):
         raise InvalidRequest(f"language_code must be a language code such as en_us, not {code[:40]!r}")
     return code
+
+
+def _expected_languages(document: Mapping[str, Any]) -> tuple[str, ...]:
+    """``language_detection_options.expected_languages`` (``["es", "en_us"]``) as ISO codes:
+    detection chooses among them."""
+    options = document.get("language_detection_options")
+    if options is None:
+        return ()
+    if not isinstance(options, dict):
+        raise InvalidRequest("language_detection_options must be an object")
+    codes = _words_list(options, "expected_languages")
+    for code in codes:
+        if not LANGUAGE.match(code):
+            raise InvalidRequest(f"expected_languages must hold language codes such as en_us, not {code[:40]!r}")
+    return tuple(dict.fromkeys(re.split(r"[-_]", code)[0].lower() for code in codes))
 
 
 def _boost_param(document: Mapping[str, Any]) -> str | None:
@@ -294,9 +316,11 @@ def _results(transcript: Transcript, render: RenderOptions) -> dict[str, Any]:
         "utterances": [_utterance(s, render) for s in spoken] if render.multichannel or render.speaker_labels else None,
         "confidence": _mean([w["confidence"] for w in words]),
         "audio_duration": round(transcript.duration),
-        "language_code": render.language_code or transcript.language,
+        "language_code": transcript.language if render.language_detection else render.language_code or transcript.language,
         "speech_model_used": transcript.model,
     }
+    if render.language_detection:
+        results["language_confidence"] = transcript.language_confidence
     if render.multichannel:
         results["audio_channels"] = transcript.channels
     return results
@@ -461,9 +485,10 @@ def _joined(words: list[Word]) -> str:
 def parse_chars_per_caption(raw: str | None) -> int | None:
     if raw is None or not raw.strip():
         return None
-    if not raw.strip().isdigit() or int(raw) < 1:
+    value = ascii_whole(raw.strip())
+    if value is None or value < 1:
         raise InvalidRequest("chars_per_caption must be a positive whole number")
-    return int(raw)
+    return value
 
 
 # --- listing ----------------------------------------------------------------------------------
@@ -494,9 +519,10 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
     raw_limit = query.get("limit")
     limit = DEFAULT_LIST_LIMIT
     if raw_limit:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+        value = ascii_whole(raw_limit)
+        if value is None or not 1 <= value <= MAX_LIST_LIMIT:
             raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
-        limit = int(raw_limit)
+        limit = value
     status = query.get("status") or None
     if status is not None and status not in LISTED_STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(LISTED_STATUSES)}")

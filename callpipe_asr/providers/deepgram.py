@@ -32,14 +32,18 @@ from ..errors import (
     EmptyAudio,
     InvalidRequest,
     JobFailed,
+    ModelNotInstalled,
     RemoteAccessDenied,
     RemoteRequestFailed,
     TooManyChannels,
     UnsupportedAudio,
+    UnsupportedLanguage,
     UnsupportedMediaType,
+    UnsupportedTask,
 )
 from ..jobs import Job, JobStatus
 from ..transcript import AudioHints, ChannelMode, RecognitionOptions, Segment, Transcript, Word
+from .numbers import ascii_whole
 
 DIALECT = "deepgram"
 """The job dialect and module name: the callbacks dispatcher finds :func:`callback_payload` by it."""
@@ -132,13 +136,16 @@ def parse_listen(query: Sequence[tuple[str, str]]) -> ListenRequest:
     multi: dict[str, list[str]] = {}
     for name, value in query:
         multi.setdefault(name, []).append(value)
-    detect_language = _boolean(single, "detect_language")
+    detect_language, candidates = _detection(multi.get("detect_language", []))
     multichannel = _boolean(single, "multichannel")
     model = _text(single, "model")
     keyterms = _listed(multi.get("keyterm", []))
+    language = None if detect_language else _language(_text(single, "language"))
     options = RecognitionOptions(
         model=model,
-        language=None if detect_language else _language(_text(single, "language")),
+        language=language,
+        detect_language=detect_language or language is None,  # language=multi: detect
+        language_candidates=candidates,
         prompt=", ".join(keyterms) or None,
         hotwords=tuple(k for k in (_keyword(v) for v in _listed(multi.get("keywords", []))) if k),
         channel_mode=ChannelMode.SEPARATE if multichannel else ChannelMode.AUTO,
@@ -182,6 +189,18 @@ def _check_callback_method(method: str | None) -> None:
         raise InvalidRequest(f"Bad Request: callback_method '{method}' is not supported here; results are sent with POST")
 
 
+def _detection(values: list[str]) -> tuple[bool, tuple[str, ...]]:
+    """``detect_language=true``, or language codes to detect among
+    (``detect_language=es&detect_language=fr``, or ``es,fr``): whether to detect, and among which."""
+    flags = [value.lower() for value in _listed(values)]
+    if not flags:
+        return False, ()
+    if all(flag in BOOLEAN_WORDS for flag in flags):
+        return BOOLEAN_WORDS[flags[-1]], ()
+    codes = tuple(dict.fromkeys(code for flag in flags if flag not in BOOLEAN_WORDS and (code := _language(flag))))
+    return True, codes
+
+
 def _language(language: str | None) -> str | None:
     """BCP-47 to ISO 639-1 (``en-US`` -> ``en``); ``multi`` leaves it to detection."""
     if language is None:
@@ -207,6 +226,9 @@ def _extra(value: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise InvalidRequest(f"Bad Request: extra must be written key:value, not {value!r}")
     return key.strip(), data.strip()
+
+
+BOOLEAN_WORDS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def _listed(values: list[str]) -> list[str]:
@@ -244,16 +266,17 @@ def _whole(query: Mapping[str, str], name: str, largest: int) -> int | None:
     raw = _text(query, name)
     if raw is None:
         return None
-    if not raw.isdigit() or not 0 < int(raw) <= largest:
+    value = ascii_whole(raw)
+    if value is None or not 0 < value <= largest:
         raise InvalidRequest(f"Bad Request: {name} must be a whole number between 1 and {largest}, not {raw!r}")
-    return int(raw)
+    return value
 
 
 def parse_url_body(body: bytes) -> str:
     """The ``url`` of a ``{"url": "https://..."}`` body."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deeply nested JSON
         raise InvalidRequest("Content-type was application/json, but we could not process the JSON payload.") from exc
     url = data.get("url") if isinstance(data, dict) else None
     if not isinstance(url, str) or not url.strip():
@@ -330,7 +353,8 @@ def _channel(segments: list[Segment], transcript: Transcript | None, render: Ren
     channel: dict[str, Any] = {"alternatives": [_alternative(segments, render)]}
     if render.detect_language and transcript is not None and transcript.language:
         channel["detected_language"] = transcript.language
-        channel["language_confidence"] = 1.0
+        if transcript.language_confidence is not None:  # None: the configured fallback, not a detection
+            channel["language_confidence"] = transcript.language_confidence
     return channel
 
 
@@ -445,7 +469,7 @@ def _error_message(error: CallpipeError) -> str:
         return f"Invalid credentials. ({error.message})"
     if isinstance(error, AudioError) and not isinstance(error, AudioTooLong):
         return f"Bad Request: failed to process audio: {error.message}"
-    if isinstance(error, UnknownModel):
+    if isinstance(error, (UnknownModel, UnsupportedLanguage, UnsupportedTask, ModelNotInstalled)):
         return f"No such model/language/tier combination found: {error.message}"
     return error.message
 

@@ -49,6 +49,7 @@ from ..errors import (
 )
 from ..jobs import Job, JobProgress, JobStatus
 from ..transcript import AudioHints, ChannelMode, RecognitionOptions, Segment, Transcript, Word
+from .numbers import ascii_whole
 
 DIALECT = "google"
 API_VERSIONS = ("v1", "v1p1beta1")
@@ -181,7 +182,7 @@ def parse_request(body: bytes) -> RecognizeRequest:
     """A ``RecognizeRequest`` or ``LongRunningRecognizeRequest`` body (``outputConfig`` ignored)."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deeply nested JSON
         raise InvalidRequest(f"Invalid JSON payload received. {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidRequest("Invalid JSON payload received. The request must be a JSON object.")
@@ -211,9 +212,12 @@ def parse_request(body: bytes) -> RecognizeRequest:
         uri=uri,
     )
     model = _string(_field(config, "model"), "config.model")
+    candidates = _candidates(language_code, alternatives)
     options = RecognitionOptions(
         model=model or None,
         language=_language(language_code, alternatives),
+        detect_language=bool(candidates),
+        language_candidates=candidates,
         hotwords=_phrases(_field(config, "speechContexts")),
         word_timestamps=True,  # the alternative's confidence is the mean of its words'
         channel_mode=ChannelMode.SEPARATE if separate else ChannelMode.MIX,
@@ -254,6 +258,15 @@ def _language(code: str | None, alternatives: tuple[str, ...]) -> str | None:
     if any(language_base(alternative) != primary for alternative in alternatives):
         return None
     return primary
+
+
+def _candidates(code: str | None, alternatives: tuple[str, ...]) -> tuple[str, ...]:
+    """The languages detection chooses among when the alternatives name other languages than
+    the primary one (``es-MX`` + ``en-US`` -> ``es``, ``en``); () when the language is fixed."""
+    if code is None:
+        return ()
+    languages = tuple(dict.fromkeys(language_base(c) for c in (code, *alternatives)))
+    return languages if len(languages) > 1 else ()
 
 
 def language_base(code: str) -> str:
@@ -341,7 +354,7 @@ def _integer(value: Any, where: str, smallest: int, largest: int) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+    elif isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):  # int() refuses > 4300 digits
         number = int(value)
     if number is None:
         raise _invalid(where, "TYPE_INT32", value)
@@ -362,8 +375,9 @@ def _encoding(value: Any) -> str:
         name = value.strip().upper()
         if name in AUDIO_ENCODINGS:
             return name
-        if name.isdigit() and int(name) < len(AUDIO_ENCODINGS):
-            return AUDIO_ENCODINGS[int(name)]
+        index = ascii_whole(name)
+        if index is not None and index < len(AUDIO_ENCODINGS):
+            return AUDIO_ENCODINGS[index]
     raise _invalid("config.encoding", kind, value)
 
 

@@ -6,18 +6,29 @@ Pure translation: form fields to :class:`RecognitionOptions`, jobs and errors to
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any, Mapping
 
+from ..engines.selection import can_detect, served_languages
 from ..errors import CallpipeError, InvalidRequest
 from ..jobs import JobProgress
-from ..transcript import ChannelMode, RecognitionOptions
+from ..languages import WHISPER_LANGUAGE_NAMES, WHISPER_LANGUAGES
+from ..settings import Settings
+from ..transcript import ChannelMode, RecognitionOptions, Task
 
 LANGUAGE_CODE_MAX_CHARS = 16
+AUTO_LANGUAGE = "auto"
+"""``language=auto``: detect the language (with a multilingual model)."""
 
 
 def options_from_fields(fields: Mapping[str, str]) -> RecognitionOptions:
-    """Recognition options from the form fields ``language``, ``model``, ``prompt``, ``channels``."""
+    """Recognition options from the form fields ``language`` (an ISO code, or ``auto`` to have
+    it detected), ``task`` (``transcribe``, or ``translate`` into English), ``model``, ``prompt``
+    and ``channels``."""
     language = _optional(fields, "language")
+    detect = language is not None and language.lower() == AUTO_LANGUAGE
+    if detect:
+        language = None
     if language is not None:
         language = language.split("-")[0].split("_")[0].lower()
         if not language.isalpha() or len(language) > LANGUAGE_CODE_MAX_CHARS:
@@ -27,12 +38,30 @@ def options_from_fields(fields: Mapping[str, str]) -> RecognitionOptions:
         channel_mode = ChannelMode(channels)
     except ValueError as exc:
         raise InvalidRequest(f"'channels' must be one of auto, mix, separate, not {channels!r}") from exc
+    task_name = (_optional(fields, "task") or Task.TRANSCRIBE.value).lower()
+    try:
+        task = Task(task_name)
+    except ValueError as exc:
+        raise InvalidRequest(f"'task' must be transcribe or translate, not {task_name[:40]!r}") from exc
     return RecognitionOptions(
         model=_optional(fields, "model"),
         language=language,
+        task=task,
+        detect_language=detect,
         prompt=_optional(fields, "prompt"),
         channel_mode=channel_mode,
     )
+
+
+def language_menu(settings: Settings, installed: Collection[str]) -> list[tuple[str, str]]:
+    """(value, label) for the upload page's language menu: ``auto`` where an installed model can
+    detect, then every language the installed models speak, by name."""
+    served = served_languages(settings, installed)
+    codes = sorted(WHISPER_LANGUAGES) if served is None else list(served)
+    menu = sorted(((code, WHISPER_LANGUAGE_NAMES.get(code, code).title()) for code in codes), key=lambda item: item[1])
+    if any(can_detect(settings.models[name]) for name in installed if name in settings.models):
+        menu.insert(0, (AUTO_LANGUAGE, "Detect the language"))
+    return menu
 
 
 def wait_seconds_from_fields(fields: Mapping[str, str], maximum: float) -> float:

@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..engines import UnknownModel
-from ..errors import AudioError, CallpipeError, EngineError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from ..engines.selection import known_names
+from ..errors import (
+    AudioError, CallpipeError, EngineError, InvalidRequest, ModelNotInstalled, PayloadTooLarge, UnsupportedLanguage,
+    UnsupportedMediaType, UnsupportedTask,
+)
 from ..formats import to_srt, to_text, to_vtt
 from ..jobs import Job, JobStatus
+from ..languages import WHISPER_LANGUAGE_NAMES
 from ..settings import Settings
 from ..transcript import RecognitionOptions, Segment, Task, Transcript
 
@@ -37,7 +42,9 @@ MODEL_ALIASES = (
     "gpt-transcribe",
 )
 """OpenAI's audio model names (the SDK's ``AudioModel``); clients hard-code them, so they run on
-the default model unless ``providers.strict_model_names`` is set."""
+the default model, or on the multilingual one for other languages and for translations (see
+:mod:`..engines.selection`), unless ``providers.strict_model_names`` is set and they are not
+configured as aliases."""
 MODEL_CREATED = 1677610602
 """Unix time given as every model's ``created``: whisper-1's on OpenAI, fixed so listings never change."""
 MODEL_OWNER = "callpipe-asr"
@@ -47,28 +54,6 @@ SSE_KEEPALIVE = b": keepalive\n\n"
 """An SSE comment: the SDK skips it, proxies see traffic while a long job runs."""
 RETRY_HELPS_STATUSES = (408, 429)
 
-WHISPER_LANGUAGE_NAMES = {
-    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
-    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
-    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
-    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
-    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
-    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
-    "mi": "maori", "ml": "malayalam", "cy": "welsh", "sk": "slovak", "te": "telugu", "fa": "persian",
-    "lv": "latvian", "bn": "bengali", "sr": "serbian", "az": "azerbaijani", "sl": "slovenian",
-    "kn": "kannada", "et": "estonian", "mk": "macedonian", "br": "breton", "eu": "basque",
-    "is": "icelandic", "hy": "armenian", "ne": "nepali", "mn": "mongolian", "bs": "bosnian",
-    "kk": "kazakh", "sq": "albanian", "sw": "swahili", "gl": "galician", "mr": "marathi",
-    "pa": "punjabi", "si": "sinhala", "km": "khmer", "sn": "shona", "yo": "yoruba", "so": "somali",
-    "af": "afrikaans", "oc": "occitan", "ka": "georgian", "be": "belarusian", "tg": "tajik",
-    "sd": "sindhi", "gu": "gujarati", "am": "amharic", "yi": "yiddish", "lo": "lao", "uz": "uzbek",
-    "fo": "faroese", "ht": "haitian creole", "ps": "pashto", "tk": "turkmen", "nn": "nynorsk",
-    "mt": "maltese", "sa": "sanskrit", "lb": "luxembourgish", "my": "myanmar", "bo": "tibetan",
-    "tl": "tagalog", "mg": "malagasy", "as": "assamese", "tt": "tatar", "haw": "hawaiian",
-    "ln": "lingala", "ha": "hausa", "ba": "bashkir", "jw": "javanese", "su": "sundanese",
-    "yue": "cantonese",
-}
-"""Whisper's language names: whisper-1's ``verbose_json`` says ``"english"``, not ``"en"``."""
 
 OPENAI_CODES = {"queue_full": "rate_limit_exceeded"}
 """Our error codes that OpenAI spells differently; the rest (``invalid_api_key``,
@@ -410,7 +395,9 @@ def _error_type(status: int) -> str:
 def _error_param(error: CallpipeError) -> str | None:
     if isinstance(error, InvalidField):
         return error.param
-    if isinstance(error, UnknownModel):
+    if isinstance(error, UnsupportedLanguage):
+        return "language"
+    if isinstance(error, (UnknownModel, UnsupportedTask, ModelNotInstalled)):
         return "model"
     if isinstance(error, (AudioError, PayloadTooLarge)):
         return "file"
@@ -421,11 +408,11 @@ def _error_param(error: CallpipeError) -> str | None:
 
 
 def model_names(settings: Settings) -> list[str]:
-    """The configured models, then the aliases clients use (none in strict mode, where they
-    would be refused)."""
-    names = list(settings.models)
+    """The configured models and their aliases, then OpenAI's names clients use (not in strict
+    mode, where they are refused unless configured as aliases)."""
+    names = known_names(settings)
     if not settings.providers.strict_model_names:
-        names.extend(alias for alias in MODEL_ALIASES if alias not in settings.models)
+        names.extend(alias for alias in MODEL_ALIASES if alias not in names)
     return names
 
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..engines.selection import alias_target, known_names, speaks
 from ..errors import (
     AudioError,
     AudioTooLong,
@@ -38,6 +39,7 @@ from ..integrations.callbacks import watson_signature
 from ..jobs import Job, JobStatus
 from ..settings import Settings
 from ..transcript import AudioHints, RecognitionOptions, Segment, Transcript, Word
+from .numbers import ascii_whole
 
 DIALECT = "watson"
 """The job dialect and module name: the callbacks dispatcher finds :func:`callback_payload` by it."""
@@ -249,9 +251,10 @@ def _content_type_number(params: Mapping[str, str], name: str, mime: str, *, req
         if required:
             raise InvalidRequest(f"The content type {mime} requires the parameter '{name}' (for example {mime};{name}=8000)")
         return None
-    if not raw.isdigit() or not 0 < int(raw) <= largest:
+    value = ascii_whole(raw)
+    if value is None or not 0 < value <= largest:
         raise InvalidRequest(f"Invalid value for '{name}' in the content type {mime}: {raw!r}")
-    return int(raw)
+    return value
 
 
 def _l16_encoding(endianness: str | None, audio: bytes, channels: int) -> str:
@@ -546,7 +549,7 @@ def model_document(model_id: str, settings: Settings, base_url: str) -> dict[str
 def model_names(settings: Settings) -> list[str]:
     """Names a request may use: with ``providers.strict_model_names`` only the configured ones."""
     if settings.providers.strict_model_names:
-        return list(settings.models)
+        return known_names(settings)
     languages = _served_languages(settings)
     names = [f"{locale}_{family}" for language in languages for locale in LOCALES[language] for family, _, _ in MODEL_FAMILIES]
     return names + [name for name in settings.models if name not in names]
@@ -561,14 +564,17 @@ def _served_languages(settings: Settings) -> list[str]:
 
 
 def _model(name: str, settings: Settings, base_url: str) -> dict[str, Any]:
-    if name in settings.models:
-        codes = settings.models[name].languages
+    target = name if name in settings.models else alias_target(name, settings)
+    family = next((f for f, _, _ in MODEL_FAMILIES if name.endswith("_" + f)), None)
+    if target is not None and (name in settings.models or family is None or not WATSON_MODEL_NAME.match(name)):
+        codes = settings.models[target].languages
         locale = LOCALES.get(codes[0], (codes[0],))[0] if codes else "en-US"
-        rate, description = 8000, f"callpipe-asr model '{name}' ({settings.models[name].engine})"
+        kind = f"model '{name}'" if name == target else f"alias '{name}' of the model '{target}'"
+        rate, description = 8000, f"callpipe-asr {kind} ({settings.models[target].engine})"
     else:
         locale, family = name.split("_", 1)
         rate, kind = next((r, d) for f, r, d in MODEL_FAMILIES if f == family)
-        description = f"{locale} {kind}, served by callpipe-asr's '{settings.default_model}'"
+        description = f"{locale} {kind}, served by callpipe-asr's {_server_of(locale, settings)}"
     return {
         "name": name,
         "language": locale,
@@ -582,6 +588,15 @@ def _model(name: str, settings: Settings, base_url: str) -> dict[str, Any]:
         },
         "description": description,
     }
+
+
+def _server_of(locale: str, settings: Settings) -> str:
+    """The configured model a locale's requests run on (when its package is installed)."""
+    language = locale.split("-", 1)[0]
+    for name in (settings.default_model, *settings.models):
+        if speaks(settings.models[name], language):
+            return f"'{name}'"
+    return "models (none configured for it)"
 
 
 # --- errors -----------------------------------------------------------------------------------

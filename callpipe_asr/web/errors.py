@@ -30,7 +30,7 @@ def renders_errors(renderer: ErrorRenderer) -> Callable[[Handler], Handler]:
             except CallpipeError as exc:
                 return renderer(exc)
             except web.HTTPRequestEntityTooLarge as exc:
-                return renderer(PayloadTooLarge(f"the upload is larger than the limit of {exc.max_size} bytes"))
+                return renderer(PayloadTooLarge(exc.text or "the request body is too large"))
 
         return wrapped
 

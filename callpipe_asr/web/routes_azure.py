@@ -51,11 +51,13 @@ def _owner(request: web.Request) -> str | None:
     if token is None or SUBSCRIPTION_KEY_HEADER in request.headers:
         return _owner_by_key(request)
     try:
-        return azure.token_owner(request.app[TOKEN_SECRET], token, time.time())
+        owner = azure.token_owner(request.app[TOKEN_SECRET], token, time.time())
     except AuthenticationFailed:
         if request.app[KEYS].enabled:
             raise
         return None
+    request.app[KEYS].admit_owner(owner)  # the key's dialect and rate limits hold for its tokens too
+    return owner
 
 
 @renders_errors(render_azure_error)

@@ -17,7 +17,7 @@ from ..errors import CallpipeError, NotFound, PayloadTooLarge
 from ..jobs import Job, JobRequest
 from ..providers import fusionpbx
 from .auth import bearer_token
-from .errors import Handler
+from .errors import Handler, retry_headers
 from .state import KEYS, RUNTIME, SETTINGS
 from .uploads import UploadForm, read_upload_form
 
@@ -82,8 +82,8 @@ def _transcribe_failure(error: CallpipeError, fmt: fusionpbx.ReplyFormat) -> web
     log.info("FusionPBX transcription failed (%d %s): %s", error.status, error.code, error.message)
     body = fusionpbx.failure_body(fmt)
     if body is None:
-        return web.Response(status=error.status)
-    return web.json_response(body, status=error.status)
+        return web.Response(status=error.status, headers=retry_headers(error))
+    return web.json_response(body, status=error.status, headers=retry_headers(error))
 
 
 @_contained(lambda request, error: _transcribe_failure(error, _format_before_fields(request)))
@@ -114,7 +114,7 @@ def _reply(body: dict[str, Any] | str) -> web.Response:
 def _enqueue_failure(request: web.Request, error: CallpipeError) -> web.Response:
     """An empty body: FusionPBX 5.1-5.2 reads it as "not JSON" and submits again (five tries)."""
     log.info("FusionPBX enqueue failed (%d %s): %s", error.status, error.code, error.message)
-    return web.Response(status=error.status)
+    return web.Response(status=error.status, headers=retry_headers(error))
 
 
 @_contained(_enqueue_failure)

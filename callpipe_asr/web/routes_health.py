@@ -27,6 +27,8 @@ async def readyz(request: web.Request) -> web.Response:
     if runtime is None:
         return web.json_response({"status": "starting", "checks": {"store": "not open"}}, status=503)
     checks["store"] = "ok" if await runtime.service.store_reachable() else "unreachable"
+    if runtime.service.draining:  # a load balancer stops sending work while running jobs finish
+        checks["shutdown"] = "draining"
     if runtime.runs_workers:
         if runtime.registry.is_loaded(settings.default_model):
             checks["model"] = "ok"

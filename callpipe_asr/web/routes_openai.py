@@ -45,8 +45,9 @@ async def create_transcription(request: web.Request) -> web.StreamResponse:
 
 @renders_errors(render_openai_error)
 async def create_translation(request: web.Request) -> web.StreamResponse:
-    """Translation to English. With an English-only model this transcribes English audio, which
-    is what OpenAI answers for English speech (the engine ignores the task for such models)."""
+    """Translation into English, by a multilingual Whisper model (English speech comes back as
+    its English transcript, as at OpenAI). Where only English-only models are installed (or the
+    request names one), the answer is a 400 saying that translation needs a multilingual model."""
     return await _recognize(request, Task.TRANSLATE)
 
 

@@ -17,7 +17,7 @@ import uuid
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -64,9 +64,9 @@ def multipart(file: bytes, filename: str = "call.wav", **fields: str) -> tuple[b
 
 
 class Server:
-    """One ``callpipe-asr serve`` process."""
+    """One ``callpipe-asr serve`` process (``args``: more flags, e.g. ``--role api``)."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, data_dir: Path, env: Mapping[str, str], log_path: Path, args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -75,7 +75,7 @@ class Server:
         environment.update(env)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "callpipe_asr", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "callpipe_asr", "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
             env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -150,12 +150,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """``start_server(data_dir, **env)``: a ready server process; every one started is killed at
-    teardown, whatever the test did."""
+    """``start_server(data_dir, args=(), **env)``: a ready server process; every one started is
+    killed at teardown, whatever the test did."""
     servers: list[Server] = []
 
-    def start(data_dir: Path | None = None, **env: str) -> Server:
-        server = Server(data_dir or tmp_path / "data", env, tmp_path / f"server-{len(servers)}.log")
+    def start(data_dir: Path | None = None, args: Sequence[str] = (), **env: str) -> Server:
+        server = Server(data_dir or tmp_path / "data", env, tmp_path / f"server-{len(servers)}.log", args)
         servers.append(server)
         server.wait_ready()
         return server

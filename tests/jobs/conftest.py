@@ -1,9 +1,11 @@
-"""Fixtures of the job-queue tests: stores on a temp file with a clock the test moves, the real
-bundled model loaded once, and helpers to build requests and wait for jobs."""
+"""Fixtures of the job-queue tests: stores (a temp SQLite file, or a fresh schema on the session's
+real PostgreSQL server) with a clock the test moves, the real bundled model loaded once, and
+helpers to build requests, read tables and wait for jobs."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
@@ -11,6 +13,7 @@ import pytest
 
 from callpipe_asr.engines import ModelRegistry
 from callpipe_asr.jobs import Job, JobRequest
+from callpipe_asr.jobs.postgres_store import PostgresJobStore
 from callpipe_asr.jobs.sqlite_store import SQLiteJobStore
 from callpipe_asr.jobs.store import JobStore
 from callpipe_asr.settings import Settings, load_settings
@@ -35,19 +38,37 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-StoreFactory = Callable[..., Awaitable[SQLiteJobStore]]
+AnyStore = SQLiteJobStore | PostgresJobStore
+StoreFactory = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture
-async def open_store(make_settings: Callable[..., Settings]) -> AsyncIterator[StoreFactory]:
-    """``await open_store(clock=..., jobs__max_queued=2, ...)``: an opened store on
-    ``<tmp>/data/jobs.sqlite3`` (the same file on every call unless ``data_dir`` is given);
-    every store opened here is closed at teardown."""
-    stores: list[SQLiteJobStore] = []
+def store_kind() -> str:
+    """Which store :func:`open_store` opens: SQLite, except where a module parametrizes this
+    fixture (the store suite runs over ``sqlite`` and ``postgresql``)."""
+    return "sqlite"
 
-    async def build(clock: Callable[[], float] = time.time, **overrides: object) -> SQLiteJobStore:
-        settings = make_settings(**overrides)
-        store = SQLiteJobStore(settings.database_path, settings.jobs, clock=clock)
+
+@pytest.fixture
+async def open_store(
+    make_settings: Callable[..., Settings], store_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[StoreFactory]:
+    """``await open_store(clock=..., jobs__max_queued=2, ...)``: an opened store, the same
+    database on every call of one test: ``<tmp>/data/jobs.sqlite3`` (unless ``data_dir`` is
+    given), or a schema of its own on the session's PostgreSQL server. Every store opened here
+    is closed at teardown, and the schema dropped."""
+    stores: list[AnyStore] = []
+    server = request.getfixturevalue("postgres_server") if store_kind == "postgresql" else None
+    schema, dsn = server.fresh_schema() if server else ("", "")
+
+    async def build(clock: Callable[[], float] = time.time, **overrides: object) -> AnyStore:
+        store: AnyStore
+        if server:
+            overrides.setdefault("jobs__store", dsn)
+            store = PostgresJobStore(make_settings(**overrides), clock=clock)
+        else:
+            settings = make_settings(**overrides)
+            store = SQLiteJobStore(settings.database_path, settings.jobs, clock=clock)
         stores.append(store)
         await store.open()
         return store
@@ -55,6 +76,30 @@ async def open_store(make_settings: Callable[..., Settings]) -> AsyncIterator[St
     yield build
     for store in stores:
         await store.close()
+    if server:
+        server.drop_schema(schema)
+
+
+async def _table_rows(store: AnyStore, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query run straight against the store's database, past the store's code."""
+    if isinstance(store, SQLiteJobStore):
+        connection = sqlite3.connect(store._path)
+        try:
+            return connection.execute(sql).fetchall()
+        finally:
+            connection.close()
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(store._dsn) as connection:
+        cursor = await connection.execute(sql)  # type: ignore[call-overload]
+        return await cursor.fetchall()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def table_rows() -> Callable[[AnyStore, str], Awaitable[list[tuple[Any, ...]]]]:
+    """``await table_rows(store, "SELECT COUNT(*) FROM job_audio")``: what is really in the
+    database, for either store."""
+    return _table_rows
 
 
 def _job_request(audio: bytes = b"audio bytes", **fields: Any) -> JobRequest:

@@ -1,15 +1,13 @@
-"""The SQLite job store on its own: durability, the claim protocol, dedupe, the queue caps,
-crash recovery, retention and schema versioning. No model; the audio is a real prompt's bytes
-where the bytes themselves are checked."""
+"""Every job store on its own, one suite for both: the claim protocol, dedupe, the queue caps,
+crash recovery, retention, listing. Each test runs against SQLite (a temp file) and against a
+real PostgreSQL server (a fresh schema). No model; the audio is a real prompt's bytes where the
+bytes themselves are checked. What only one store has: ``test_sqlite_store.py`` (the file:
+durability and schema upgrades) and ``test_postgres_store.py`` (leases, fencing across
+processes, models, notifications)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -17,11 +15,13 @@ import pytest
 from callpipe_asr.errors import QueueFull
 from callpipe_asr.jobs import JobRequest, JobStatus
 from callpipe_asr.jobs.retention import purge_forever
-from callpipe_asr.jobs.sqlite_store import MAX_RETRY_AFTER_SECONDS, MIGRATIONS, SchemaTooNew, SQLiteJobStore, migrate
-from callpipe_asr.settings import Settings
+from callpipe_asr.jobs.sqlite_store import MAX_RETRY_AFTER_SECONDS
 from callpipe_asr.transcript import AudioHints, RecognitionOptions, Segment, Transcript
 
 DAY = 86_400.0
+LEASE = 30.0
+"""``jobs.lease_seconds``'s default: after it a dead worker's claim is orphaned on PostgreSQL (on
+SQLite every running job is orphaned at start-up, so waiting it out changes nothing there)."""
 
 MakeRequest = Callable[..., JobRequest]
 
@@ -30,19 +30,17 @@ def transcript(text: str = "hello world") -> Transcript:
     return Transcript(segments=(Segment(text=" " + text, start=0.0, end=1.5),), language="en", duration=1.5, model="tiny.en")
 
 
-def db_rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    connection = sqlite3.connect(path)
-    try:
-        return connection.execute(sql, args).fetchall()
-    finally:
-        connection.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here runs once per store."""
+    return str(request.param)
 
 
 # -- the round trip ---------------------------------------------------------------------------------
 
 
 async def test_submit_claim_finish_round_trip_keeps_audio_until_the_job_ends(
-    open_store: Any, make_request: MakeRequest, clock: Any, prompt: Any
+    open_store: Any, table_rows: Any, make_request: MakeRequest, clock: Any, prompt: Any
 ) -> None:
     store = await open_store(clock=clock, jobs__retention_days=3)
     job, created = await store.submit(make_request(prompt.audio, filename="call.wav", owner="key-1", audio_duration=5.5))
@@ -69,7 +67,7 @@ async def test_submit_claim_finish_round_trip_keeps_audio_until_the_job_ends(
     assert done.expires_at == pytest.approx(clock.now + 3 * DAY)
     assert done.error is None
     assert not done.has_audio and await store.audio(job.id) is None, "audio must go when its job ends"
-    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM job_audio") == [(0,)]
 
 
 async def test_a_failed_job_keeps_its_reason_and_loses_its_audio(open_store: Any, make_request: MakeRequest) -> None:
@@ -87,7 +85,7 @@ async def test_a_failed_job_keeps_its_reason_and_loses_its_audio(open_store: Any
 
 
 async def test_keep_audio_keeps_it_until_the_transcript_expires(
-    open_store: Any, make_request: MakeRequest, clock: Any, prompt: Any
+    open_store: Any, table_rows: Any, make_request: MakeRequest, clock: Any, prompt: Any
 ) -> None:
     store = await open_store(clock=clock, jobs__keep_audio=True, jobs__retention_days=1)
     job, _ = await store.submit(make_request(prompt.audio))
@@ -101,7 +99,7 @@ async def test_keep_audio_keeps_it_until_the_transcript_expires(
     clock.advance(DAY + 1)
     assert await store.purge_expired() == 1
     assert await store.get(job.id) is None and await store.audio(job.id) is None
-    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM job_audio") == [(0,)]
 
 
 async def test_claims_are_first_in_first_out(open_store: Any, make_request: MakeRequest, clock: Any) -> None:
@@ -181,7 +179,7 @@ async def test_release_gives_the_job_back_without_counting_the_attempt(
 
 
 async def test_a_deleted_job_is_gone_and_its_worker_result_is_discarded(
-    open_store: Any, make_request: MakeRequest
+    open_store: Any, table_rows: Any, make_request: MakeRequest
 ) -> None:
     store = await open_store()
     job, _ = await store.submit(make_request())
@@ -193,14 +191,14 @@ async def test_a_deleted_job_is_gone_and_its_worker_result_is_discarded(
     assert await store.get(job.id) is None
     assert not await store.delete(job.id)
     assert not await store.delete("no-such-job")
-    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(0,)]
-    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM job_audio") == [(0,)]
 
 
 # -- duplicates -------------------------------------------------------------------------------------
 
 
-async def _bring_to(store: SQLiteJobStore, status: JobStatus, job_id: str) -> None:
+async def _bring_to(store: Any, status: JobStatus, job_id: str) -> None:
     if status is JobStatus.QUEUED:
         return
     claimed = await store.claim()
@@ -213,9 +211,10 @@ async def _bring_to(store: SQLiteJobStore, status: JobStatus, job_id: str) -> No
 
 @pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE])
 async def test_a_duplicate_attaches_to_a_queued_running_or_finished_job(
-    open_store: Any, make_request: MakeRequest, clock: Any, status: JobStatus
+    open_store: Any, table_rows: Any, make_request: MakeRequest, clock: Any, status: JobStatus
 ) -> None:
-    store = await open_store(clock=clock, jobs__duplicate_window_seconds=600)
+    # The running job's claim must outlast the wait, as a live worker's heartbeat keeps it.
+    store = await open_store(clock=clock, jobs__duplicate_window_seconds=600, jobs__lease_seconds=3600)
     request = make_request(b"the same call", owner="key-1", options=RecognitionOptions(language="en"))
     job, created = await store.submit(request)
     assert created
@@ -224,8 +223,8 @@ async def test_a_duplicate_attaches_to_a_queued_running_or_finished_job(
     again, created_again = await store.submit(make_request(b"the same call", owner="key-1", options=RecognitionOptions(language="en")))
     assert not created_again
     assert again.id == job.id and again.status is status
-    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(1,)]
-    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(0 if status is JobStatus.DONE else 1,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM jobs") == [(1,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM job_audio") == [(0 if status is JobStatus.DONE else 1,)]
     if status is not JobStatus.QUEUED:
         assert await store.claim() is None, "the duplicate must not be queued to run again"
 
@@ -251,14 +250,14 @@ async def test_a_duplicate_of_a_failed_job_runs_again(open_store: Any, make_requ
     ids=["audio", "language", "prompt", "other-key", "no-key", "hints"],
 )
 async def test_different_audio_options_or_key_is_a_new_job(
-    open_store: Any, make_request: MakeRequest, changed: dict[str, Any]
+    open_store: Any, table_rows: Any, make_request: MakeRequest, changed: dict[str, Any]
 ) -> None:
     store = await open_store()
     base: dict[str, Any] = {"audio": b"the call", "owner": "key-1", "options": RecognitionOptions()}
     first, _ = await store.submit(make_request(**base))
     second, created = await store.submit(make_request(**{**base, **changed}))
     assert created and second.id != first.id
-    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(2,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM jobs") == [(2,)]
 
 
 async def test_another_file_name_does_not_make_a_new_job(open_store: Any, make_request: MakeRequest) -> None:
@@ -304,7 +303,7 @@ async def test_the_window_counts_from_when_the_job_finished(
 
 
 async def test_a_full_queue_refuses_with_a_sane_retry_after(
-    open_store: Any, make_request: MakeRequest, clock: Any
+    open_store: Any, table_rows: Any, make_request: MakeRequest, clock: Any
 ) -> None:
     store = await open_store(clock=clock, jobs__max_queued=2, jobs__hard_max_queued=4)
     first, _ = await store.submit(make_request(b"one"))
@@ -313,8 +312,8 @@ async def test_a_full_queue_refuses_with_a_sane_retry_after(
         await store.submit(make_request(b"three"))
     assert refused.value.status == 429
     assert 1 <= refused.value.retry_after_seconds <= MAX_RETRY_AFTER_SECONDS
-    assert db_rows(store._path, "SELECT COUNT(*) FROM jobs") == [(2,)]
-    assert db_rows(store._path, "SELECT COUNT(*) FROM job_audio") == [(2,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM jobs") == [(2,)]
+    assert await table_rows(store, "SELECT COUNT(*) FROM job_audio") == [(2,)]
 
     # Running jobs count too; a finished one makes room.
     claimed = await store.claim()
@@ -370,15 +369,16 @@ async def test_a_duplicate_attaches_even_when_the_queue_is_full(open_store: Any,
 # -- crash recovery ---------------------------------------------------------------------------------
 
 
-async def test_recover_puts_running_jobs_back_in_order(open_store: Any, make_request: MakeRequest) -> None:
-    store = await open_store(jobs__max_attempts=3)
+async def test_recover_puts_running_jobs_back_in_order(open_store: Any, make_request: MakeRequest, clock: Any) -> None:
+    store = await open_store(clock=clock, jobs__max_attempts=3)
     ids = [(await store.submit(make_request(f"call {n}".encode())))[0].id for n in range(3)]
     first = await store.claim()
     second = await store.claim()
     assert first is not None and second is not None
     await store.close()  # the process died with two jobs running
 
-    store = await open_store(jobs__max_attempts=3)
+    store = await open_store(clock=clock, jobs__max_attempts=3)
+    clock.advance(LEASE + 1)
     assert await store.recover() == (2, 0)
     jobs = [await store.get(job_id) for job_id in ids]
     assert [j.status for j in jobs] == [JobStatus.QUEUED] * 3  # type: ignore[union-attr]
@@ -389,6 +389,7 @@ async def test_recover_puts_running_jobs_back_in_order(open_store: Any, make_req
     again = [await store.claim() for _ in range(3)]
     assert [c.job.id for c in again] == ids  # type: ignore[union-attr]
     assert [c.job.attempts for c in again] == [2, 2, 1]  # type: ignore[union-attr]
+    clock.advance(LEASE + 1)
     assert await store.recover() == (3, 0)
 
 
@@ -401,10 +402,11 @@ async def test_a_job_that_keeps_killing_the_process_fails_after_max_attempts(
 
     claimed = await store.claim()
     assert claimed is not None and claimed.job.id == poison.id
+    clock.advance(LEASE + 1)
     assert await store.recover() == (1, 0)  # first crash: tried again
     claimed = await store.claim()
     assert claimed is not None and claimed.job.id == poison.id and claimed.job.attempts == 2
-    clock.advance(5)
+    clock.advance(LEASE + 5)
     assert await store.recover() == (0, 1)  # second crash: given up
 
     failed = await store.get(poison.id)
@@ -419,14 +421,18 @@ async def test_a_job_that_keeps_killing_the_process_fails_after_max_attempts(
     # The queue goes on with the next job; recovery again changes nothing.
     nxt = await store.claim()
     assert nxt is not None and nxt.job.id == innocent.id and nxt.job.attempts == 1
+    clock.advance(LEASE + 1)
     assert await store.recover() == (1, 0)
     assert (await store.get(poison.id)).status is JobStatus.FAILED  # type: ignore[union-attr]
 
 
-async def test_a_single_attempt_setting_fails_a_crashed_job_at_once(open_store: Any, make_request: MakeRequest) -> None:
-    store = await open_store(jobs__max_attempts=1)
+async def test_a_single_attempt_setting_fails_a_crashed_job_at_once(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    store = await open_store(clock=clock, jobs__max_attempts=1)
     job, _ = await store.submit(make_request(b"poison"))
     assert await store.claim() is not None
+    clock.advance(LEASE + 1)
     assert await store.recover() == (0, 1)
     failed = await store.get(job.id)
     assert failed is not None and failed.status is JobStatus.FAILED and "1 times" in (failed.error or "")
@@ -440,6 +446,7 @@ async def test_a_job_given_up_after_crashes_still_gets_its_callback(
     job, _ = await store.submit(make_request(b"poison", callback_url="https://pbx.example/hook"))
     plain, _ = await store.submit(make_request(b"poison without a callback"))
     assert await store.claim() is not None and await store.claim() is not None
+    clock.advance(LEASE + 1)
     assert await store.recover() == (0, 2)
     failed = await store.get(job.id)
     assert failed is not None and failed.status is JobStatus.FAILED
@@ -480,7 +487,7 @@ async def test_queue_position_and_stats(open_store: Any, make_request: MakeReque
 
 
 async def test_purge_removes_only_jobs_whose_retention_ended(
-    open_store: Any, make_request: MakeRequest, clock: Any
+    open_store: Any, table_rows: Any, make_request: MakeRequest, clock: Any
 ) -> None:
     store = await open_store(clock=clock, jobs__retention_days=2)
     done, _ = await store.submit(make_request(b"done"))
@@ -499,8 +506,8 @@ async def test_purge_removes_only_jobs_whose_retention_ended(
     clock.advance(365 * DAY)
     assert await store.purge_expired() == 0, "unfinished jobs never expire"
     assert await store.get(waiting.id) is not None
-    assert db_rows(store._path, "SELECT id FROM jobs") == [(waiting.id,)]
-    assert db_rows(store._path, "SELECT job_id FROM job_audio") == [(waiting.id,)]
+    assert await table_rows(store, "SELECT id FROM jobs") == [(waiting.id,)]
+    assert await table_rows(store, "SELECT job_id FROM job_audio") == [(waiting.id,)]
 
 
 async def test_the_purge_runs_by_itself(open_store: Any, make_request: MakeRequest, clock: Any) -> None:
@@ -522,162 +529,3 @@ async def test_the_purge_runs_by_itself(open_store: Any, make_request: MakeReque
         purger.cancel()
         with pytest.raises(asyncio.CancelledError):
             await purger
-
-
-# -- durability -------------------------------------------------------------------------------------
-
-
-async def test_an_accepted_job_is_on_disk_for_any_other_store(
-    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings], prompt: Any
-) -> None:
-    store = await open_store()
-    job, _ = await store.submit(make_request(prompt.audio, filename="vm.wav"))
-
-    other = await open_store()  # another connection on the same file, while the first is still open
-    seen = await other.get(job.id)
-    assert seen is not None and seen.status is JobStatus.QUEUED and seen.filename == "vm.wav"
-    assert await other.audio(job.id) == prompt.audio
-
-    claimed = await store.claim()
-    assert claimed is not None
-    await store.close()  # closed without finishing
-    await other.close()
-
-    assert db_rows(make_settings().database_path, "SELECT id, status FROM jobs") == [(job.id, "running")]
-    reopened = await open_store()
-    assert await reopened.recover() == (1, 0)
-    again = await reopened.claim()
-    assert again is not None and again.job.id == job.id and again.audio == prompt.audio
-
-
-def test_a_job_survives_sigkill_right_after_submit(make_settings: Callable[..., Settings], prompt: Any) -> None:
-    """A child process submits, prints the id (the acknowledgement) and SIGKILLs itself."""
-    settings = make_settings()
-    script = textwrap.dedent(
-        f"""
-        import asyncio, os, signal, sys
-        from pathlib import Path
-        from callpipe_asr.jobs import JobRequest
-        from callpipe_asr.jobs.sqlite_store import SQLiteJobStore
-        from callpipe_asr.settings import JobSettings
-        from callpipe_asr.transcript import RecognitionOptions
-
-        async def main():
-            store = SQLiteJobStore(Path({str(settings.database_path)!r}), JobSettings())
-            await store.open()
-            job, _ = await store.submit(JobRequest(audio=Path({str(prompt.path)!r}).read_bytes(), options=RecognitionOptions()))
-            print(job.id, flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        asyncio.run(main())
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == -9, result.stderr
-    job_id = result.stdout.strip()
-    assert job_id
-    rows = db_rows(
-        settings.database_path,
-        "SELECT j.status, a.data FROM jobs j JOIN job_audio a ON a.job_id = j.id WHERE j.id = ?",
-        job_id,
-    )
-    assert rows == [("queued", prompt.audio)]
-
-
-# -- schema versioning ------------------------------------------------------------------------------
-
-
-def _version(path: Path) -> int:
-    return int(db_rows(path, "SELECT version FROM schema_version")[0][0])
-
-
-async def test_a_new_database_gets_the_current_schema(open_store: Any, make_settings: Callable[..., Settings]) -> None:
-    await open_store()
-    path = make_settings().database_path
-    assert _version(path) == len(MIGRATIONS)
-    assert db_rows(path, "SELECT COUNT(*) FROM schema_version") == [(1,)]
-    assert db_rows(path, "PRAGMA journal_mode") == [("wal",)]
-
-
-async def test_an_older_database_upgrades_itself_when_opened(
-    open_store: Any, make_settings: Callable[..., Settings]
-) -> None:
-    path = make_settings().database_path
-    path.parent.mkdir(parents=True)
-    connection = sqlite3.connect(path)
-    assert migrate(connection, ()) == 0  # a database from before the first table
-    connection.close()
-    store = await open_store()
-    assert _version(path) == len(MIGRATIONS)
-    assert await store.ping()
-
-
-async def test_migrate_applies_new_steps_and_keeps_the_data(
-    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings]
-) -> None:
-    store = await open_store()
-    job, _ = await store.submit(make_request(b"kept across upgrades", filename="old.wav"))
-    await store.close()
-
-    path = make_settings().database_path
-    newer = MIGRATIONS + (
-        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0; "
-        "CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
-    )
-    connection = sqlite3.connect(path, isolation_level="DEFERRED")
-    try:
-        assert migrate(connection, newer) == len(MIGRATIONS) + 1
-        assert migrate(connection, newer) == len(MIGRATIONS) + 1, "a second run is a no-op"
-        assert connection.execute("SELECT id, filename, priority FROM jobs").fetchall() == [(job.id, "old.wav", 0)]
-        assert connection.execute("SELECT data FROM job_audio").fetchall() == [(b"kept across upgrades",)]
-        assert connection.execute("SELECT COUNT(*) FROM api_keys").fetchall() == [(0,)]
-    finally:
-        connection.close()
-    assert _version(path) == len(MIGRATIONS) + 1
-
-
-async def test_a_failing_step_leaves_the_database_as_it_was(
-    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings]
-) -> None:
-    store = await open_store()
-    job, _ = await store.submit(make_request(b"must survive"))
-    await store.close()
-
-    path = make_settings().database_path
-    broken = MIGRATIONS + ("CREATE TABLE half_done (a INTEGER); INSERT INTO no_such_table VALUES (1)",)
-    connection = sqlite3.connect(path, isolation_level="DEFERRED")
-    try:
-        with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
-            migrate(connection, broken)
-        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert "half_done" not in tables, "the failed step must roll back entirely"
-        # Once fixed, the same step applies cleanly.
-        fixed = MIGRATIONS + ("CREATE TABLE half_done (a INTEGER)",)
-        assert migrate(connection, fixed) == len(MIGRATIONS) + 1
-    finally:
-        connection.close()
-    assert db_rows(path, "SELECT id FROM jobs") == [(job.id,)]
-
-
-async def test_a_database_from_a_newer_version_is_refused_untouched(
-    open_store: Any, make_request: MakeRequest, make_settings: Callable[..., Settings]
-) -> None:
-    store = await open_store()
-    job, _ = await store.submit(make_request(b"from the future"))
-    await store.close()
-    path = make_settings().database_path
-    connection = sqlite3.connect(path)
-    migrate(connection, MIGRATIONS + ("CREATE TABLE from_the_future (a INTEGER)",))
-    connection.close()
-
-    with pytest.raises(SchemaTooNew, match=f"schema version {len(MIGRATIONS) + 1}"):
-        await open_store()
-    assert _version(path) == len(MIGRATIONS) + 1
-    assert db_rows(path, "SELECT id FROM jobs") == [(job.id,)]
-    connection = sqlite3.connect(path)
-    try:
-        with pytest.raises(SchemaTooNew):
-            migrate(connection)
-    finally:
-        connection.close()

@@ -4,12 +4,13 @@ the pool, and the pool runs as many jobs at once as it has workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import sqlite3
 import struct
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import jiwer
 import pytest
@@ -144,6 +145,10 @@ class RegistryOf:
 
     def get(self, name: str) -> Any:
         return self._engine
+
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[Any]:
+        yield self._engine
 
 
 async def test_an_unexpected_engine_error_fails_that_job_and_the_pool_goes_on(
