@@ -54,7 +54,7 @@ def test_sigkill_with_jobs_queued_and_running_loses_none_and_repeats_none(
     work = [("medium", medium_recording.audio, medium_recording.text)]
     work += [(name, prompts[name].audio, prompts[name].text) for name in SHORT_PROMPTS]
 
-    server = start_server(data)
+    server = start_server(data, CALLPIPE_ASR_JOBS__WORKERS="1")  # one running, the rest queued
     ids: dict[str, str] = {}
     for name, audio, _ in work:
         answer = server.post_job(audio, filename=f"{name}.wav")
@@ -68,7 +68,7 @@ def test_sigkill_with_jobs_queued_and_running_loses_none_and_repeats_none(
     assert at_kill == {ids["medium"]: "running", **{ids[name]: "queued" for name in SHORT_PROMPTS}}
     assert db_rows(data, "SELECT COUNT(*) FROM job_audio") == [(len(work),)]
 
-    server = start_server(data)
+    server = start_server(data, CALLPIPE_ASR_JOBS__WORKERS="1")
     documents = {name: server.wait_for(ids[name], is_final, "finished", timeout=120) for name, _, _ in work}
     for name, _, text in work:
         assert_sensible(documents[name], text)
@@ -89,7 +89,7 @@ def test_a_job_that_kills_the_server_every_time_ends_failed_without_a_crash_loop
     start_server: Callable[..., Any], tmp_path: Path, long_recording: Any, prompt: Any
 ) -> None:
     data = tmp_path / "data"
-    env = {"CALLPIPE_ASR_JOBS__MAX_ATTEMPTS": "2"}
+    env = {"CALLPIPE_ASR_JOBS__MAX_ATTEMPTS": "2", "CALLPIPE_ASR_JOBS__WORKERS": "1"}
     assert 50 <= long_recording.seconds <= 90
 
     server = start_server(data, **env)
@@ -125,7 +125,7 @@ def test_a_job_that_kills_the_server_every_time_ends_failed_without_a_crash_loop
 def test_a_busy_server_stays_responsive_and_refuses_work_past_its_queue_limit(
     start_server: Callable[..., Any], long_recording: Any, prompt: Any
 ) -> None:
-    server = start_server(CALLPIPE_ASR_JOBS__MAX_QUEUED="1")
+    server = start_server(CALLPIPE_ASR_JOBS__MAX_QUEUED="1", CALLPIPE_ASR_JOBS__WORKERS="1")
     answer = server.post_job(long_recording.audio, filename="long.wav")
     assert answer.status == 202, answer.body
     busy = answer.json()["id"]
