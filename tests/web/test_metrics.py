@@ -160,7 +160,7 @@ async def test_a_recognised_job_moves_the_job_audio_speed_model_and_worker_metri
     assert value(samples, "callpipe_asr_real_time_factor_count", model="tiny.en") == 1
     assert 0 < value(samples, "callpipe_asr_real_time_factor_sum", model="tiny.en") < 5
     assert value(samples, "callpipe_asr_model_load_seconds", model="tiny.en") > 0
-    assert value(samples, "callpipe_asr_workers") == 1
+    assert value(samples, "callpipe_asr_workers") == Settings().jobs.workers  # the default pool size
     assert value(samples, "callpipe_asr_worker_busy_ratio") == 0  # idle again
     assert value(samples, "callpipe_asr_worker_busy_seconds_total") > 0
     assert label_values(samples, "callpipe_asr_jobs_total", "state") == {"done"}
