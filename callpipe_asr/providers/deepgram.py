@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import __version__
 from ..engines import UnknownModel
+from .fields import BOOLEAN_WORDS, boolean_flag, optional_text
 from ..errors import (
     AudioError,
     AudioTooLong,
@@ -138,9 +139,9 @@ def parse_listen(query: Sequence[tuple[str, str]]) -> ListenRequest:
         multi.setdefault(name, []).append(value)
     detect_language, candidates = _detection(multi.get("detect_language", []))
     multichannel = _boolean(single, "multichannel")
-    model = _text(single, "model")
+    model = optional_text(single, "model")
     keyterms = _listed(multi.get("keyterm", []))
-    language = None if detect_language else _language(_text(single, "language"))
+    language = None if detect_language else _language(optional_text(single, "language"))
     options = RecognitionOptions(
         model=model,
         language=language,
@@ -163,12 +164,12 @@ def parse_listen(query: Sequence[tuple[str, str]]) -> ListenRequest:
         ),
     )
     _check_callback_method(single.get("callback_method"))
-    return ListenRequest(options=options, hints=_hints(single), render=render, callback=_text(single, "callback"))
+    return ListenRequest(options=options, hints=_hints(single), render=render, callback=optional_text(single, "callback"))
 
 
 def _hints(query: Mapping[str, str]) -> AudioHints | None:
     """``encoding`` + ``sample_rate`` (+ ``channels``) for headerless audio; containers are sniffed."""
-    encoding = _text(query, "encoding")
+    encoding = optional_text(query, "encoding")
     if encoding is None:
         return None
     encoding = encoding.lower()
@@ -228,30 +229,12 @@ def _extra(value: str) -> tuple[str, str]:
     return key.strip(), data.strip()
 
 
-BOOLEAN_WORDS = {"true": True, "1": True, "false": False, "0": False}
-
-
 def _listed(values: list[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def _text(query: Mapping[str, str], name: str) -> str | None:
-    value = query.get(name)
-    if value is None:
-        return None
-    return value.strip() or None
-
-
 def _boolean(query: Mapping[str, str], name: str) -> bool:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return False
-    value = raw.strip().lower()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise InvalidRequest(f"Bad Request: {name} must be true or false, not {raw!r}")
+    return boolean_flag(query, name, 'Bad Request: {name} must be true or false, not {raw!r}')
 
 
 def _boolean_or_set(query: Mapping[str, str], name: str) -> bool:
@@ -263,7 +246,7 @@ def _boolean_or_set(query: Mapping[str, str], name: str) -> bool:
 
 
 def _whole(query: Mapping[str, str], name: str, largest: int) -> int | None:
-    raw = _text(query, name)
+    raw = optional_text(query, name)
     if raw is None:
         return None
     value = ascii_whole(raw)

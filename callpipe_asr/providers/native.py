@@ -10,6 +10,7 @@ from collections.abc import Collection
 from typing import Any, Mapping
 
 from ..engines.selection import can_detect, served_languages
+from .fields import optional_text
 from ..errors import CallpipeError, InvalidRequest
 from ..jobs import JobProgress
 from ..languages import WHISPER_LANGUAGE_NAMES, WHISPER_LANGUAGES
@@ -25,7 +26,7 @@ def options_from_fields(fields: Mapping[str, str]) -> RecognitionOptions:
     """Recognition options from the form fields ``language`` (an ISO code, or ``auto`` to have
     it detected), ``task`` (``transcribe``, or ``translate`` into English), ``model``, ``prompt``
     and ``channels``."""
-    language = _optional(fields, "language")
+    language = optional_text(fields, "language")
     detect = language is not None and language.lower() == AUTO_LANGUAGE
     if detect:
         language = None
@@ -33,22 +34,22 @@ def options_from_fields(fields: Mapping[str, str]) -> RecognitionOptions:
         language = language.split("-")[0].split("_")[0].lower()
         if not language.isalpha() or len(language) > LANGUAGE_CODE_MAX_CHARS:
             raise InvalidRequest(f"'language' must be a language code such as 'en', not {fields['language']!r}")
-    channels = _optional(fields, "channels") or ChannelMode.AUTO.value
+    channels = optional_text(fields, "channels") or ChannelMode.AUTO.value
     try:
         channel_mode = ChannelMode(channels)
     except ValueError as exc:
         raise InvalidRequest(f"'channels' must be one of auto, mix, separate, not {channels!r}") from exc
-    task_name = (_optional(fields, "task") or Task.TRANSCRIBE.value).lower()
+    task_name = (optional_text(fields, "task") or Task.TRANSCRIBE.value).lower()
     try:
         task = Task(task_name)
     except ValueError as exc:
         raise InvalidRequest(f"'task' must be transcribe or translate, not {task_name[:40]!r}") from exc
     return RecognitionOptions(
-        model=_optional(fields, "model"),
+        model=optional_text(fields, "model"),
         language=language,
         task=task,
         detect_language=detect,
-        prompt=_optional(fields, "prompt"),
+        prompt=optional_text(fields, "prompt"),
         channel_mode=channel_mode,
     )
 
@@ -65,7 +66,7 @@ def language_menu(settings: Settings, installed: Collection[str]) -> list[tuple[
 
 
 def wait_seconds_from_fields(fields: Mapping[str, str], maximum: float) -> float:
-    raw = _optional(fields, "wait")
+    raw = optional_text(fields, "wait")
     if raw is None:
         return 0.0
     try:
@@ -114,14 +115,6 @@ def accepted_document(progress: JobProgress) -> dict[str, Any]:
 
 def error_document(error: CallpipeError) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message, "status": error.status}}
-
-
-def _optional(fields: Mapping[str, str], name: str) -> str | None:
-    value = fields.get(name)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
 
 
 def _iso(timestamp: float | None) -> str | None:

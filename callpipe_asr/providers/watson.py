@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..engines.selection import alias_target, known_names, speaks
+from .fields import boolean_flag, optional_text
 from ..errors import (
     AudioError,
     AudioTooLong,
@@ -168,7 +169,7 @@ def parse_recognize(
     _integer(query, "max_alternatives")  # validated; one alternative is always returned
     keywords = _keywords(query.get("keywords"))
     threshold = _probability(query, "keywords_threshold")
-    model = _text(query, "model")
+    model = optional_text(query, "model")
     options = RecognitionOptions(model=model, language=language_of_model(model), hotwords=keywords)
     render = RenderOptions(
         timestamps=_boolean(query, "timestamps") or _boolean(query, "speaker_labels"),
@@ -185,9 +186,9 @@ def parse_recognize(
 
 def _with_job_parameters(request: RecognizeRequest, query: Mapping[str, str]) -> RecognizeRequest:
     """``events`` only count with a ``callback_url``, as at IBM (omitted: the default events)."""
-    callback_url = _text(query, "callback_url")
+    callback_url = optional_text(query, "callback_url")
     events = _events(query.get("events")) if callback_url else ()
-    return replace(request, callback_url=callback_url, user_token=_text(query, "user_token"), events=events)
+    return replace(request, callback_url=callback_url, user_token=optional_text(query, "user_token"), events=events)
 
 
 def _events(raw: str | None) -> tuple[str, ...]:
@@ -299,23 +300,8 @@ def _keywords(raw: str | None) -> tuple[str, ...]:
     return tuple(seen.values())
 
 
-def _text(query: Mapping[str, str], name: str) -> str | None:
-    value = query.get(name)
-    if value is None:
-        return None
-    return value.strip() or None
-
-
 def _boolean(query: Mapping[str, str], name: str) -> bool:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return False
-    value = raw.strip().lower()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise InvalidRequest(f"Invalid value for '{name}': {raw!r}; use true or false")
+    return boolean_flag(query, name, "Invalid value for '{name}': {raw!r}; use true or false")
 
 
 def _integer(query: Mapping[str, str], name: str) -> int | None:
