@@ -34,6 +34,9 @@ RAW_ENCODINGS = {"s16le": "s16le", "s16be": "s16be", "mulaw": "mulaw", "alaw": "
 MAX_SAMPLE_RATE_HZ = 768_000
 """Hertz; no recording has more. A damaged header's absurd rate (hundreds of MHz) costs FFmpeg's
 resampler seconds and hundreds of MB to set up, or fails it outright."""
+MAX_INVALID_PACKET_SHARE = 0.05
+"""Share of packets a decoder may refuse before the file counts as damaged (a truncated last
+block is one packet; a file of garbage fails nearly all of them)."""
 IDENTICAL_CHANNEL_TOLERANCE = 1e-3
 """Mean absolute difference (full scale 1.0) under which two channels count as the same signal."""
 
@@ -189,20 +192,36 @@ def _duration_from_packets(container: Any, stream: Any) -> float:
 
 def _decodes_something(container: Any, stream: Any) -> bool:
     """Decode until the first non-empty frame: proves the codec works on these bytes."""
-    try:
-        for frame in container.decode(stream):
-            if frame.samples:
-                return True
-    except av.FFmpegError as exc:
-        raise CorruptAudio(f"the audio cannot be decoded ({_ffmpeg_reason(exc)})") from exc
-    return False
+    return any(frame.samples for frame in _frames(container, stream))
 
 
 def _frames(container: Any, stream: Any) -> Iterator[Any]:
+    """Every decoded frame, skipping the packets the decoder refuses as invalid data.
+
+    Recorders and converters leave a short last block (SoX writes MS GSM "wav49" files whose data
+    ends mid-block; a voicemail cut off by a hang-up ends mid-frame), and FFmpeg's decoders refuse
+    such a packet outright: failing the whole file for it lost the recording. A file counts as
+    damaged when no packet decodes, or when more than one packet and more than
+    :data:`MAX_INVALID_PACKET_SHARE` of them fail. A skipped packet's few milliseconds are dropped, not replaced by silence.
+    """
+    decoded = invalid = 0
+    reason = ""
     try:
-        yield from container.decode(stream)
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError as exc:
+                invalid += 1
+                reason = _ffmpeg_reason(exc)
+                continue
+            decoded += 1
+            yield from frames
     except av.FFmpegError as exc:
         raise CorruptAudio(f"the audio cannot be decoded ({_ffmpeg_reason(exc)})") from exc
+    if invalid and (decoded == 0 or invalid > max(1.0, MAX_INVALID_PACKET_SHARE * (decoded + invalid))):
+        raise CorruptAudio(f"the audio cannot be decoded ({reason}: {invalid} of {decoded + invalid} packets)")
+    if invalid:
+        log.debug("skipped %d undecodable packet(s) of %d", invalid, decoded + invalid)
 
 
 def _decode_resampled(container: Any, stream: Any, channels: int, limits: AudioLimits) -> np.ndarray:

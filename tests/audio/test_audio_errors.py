@@ -351,3 +351,23 @@ def test_damaged_raw_audio_with_hints_raises_only_audio_errors(source, kit):
                 assert 400 <= exc.status < 500 and exc.message
             except Exception as exc:  # noqa: BLE001 - the point of the test
                 pytest.fail(f"{call.__name__} with {hints} on {len(data)} bytes raised {exc!r}")
+
+
+@pytest.mark.parametrize("extra_samples", [1, 100, 319])
+def test_a_gsm_wav_ending_mid_block_decodes_whole(source, default_limits, kit, tmp_path, extra_samples):
+    """SoX writes MS GSM ("wav49") files whose data ends in a short block when the recording is not
+    a whole number of 320-sample blocks: FFmpeg refuses that last packet, and the recording must
+    not be lost for it (found by the benchmark: a third of its GSM files failed)."""
+    blocks = len(source.samples) // 320 - 1
+    samples = source.samples[: blocks * 320 + extra_samples]
+    pcm = tmp_path / "cut.wav"
+    pcm.write_bytes(kit.write_wav_pcm(samples[np.newaxis, :], 8000))
+    wav49 = tmp_path / "cut-gsm.wav"
+    kit.sox(pcm, "-e", "gsm-full-rate", wav49)
+
+    for call in (probe_audio, decode_audio):
+        call(wav49.read_bytes(), None, default_limits)
+    decoded = decode_audio(wav49.read_bytes(), None, default_limits)
+    assert decoded.source_codec == "gsm_ms"
+    assert abs(decoded.duration - blocks * 320 / 8000) <= 0.05
+
