@@ -37,6 +37,8 @@ class Invented:
 class AccuracyResults:
     scores: dict[tuple[str, str], list[Score]] = field(default_factory=dict)
     """(kind, codec) -> the score of each recording."""
+    decoded_scores: dict[tuple[str, str], list[Score]] = field(default_factory=dict)
+    """The same, without the files that failed (what the model did with what it was given)."""
     nonspeech: dict[str, Totals] = field(default_factory=dict)
     """Codec -> totals over the non-speech recordings."""
     invented: list[Invented] = field(default_factory=list)
@@ -46,19 +48,24 @@ class AccuracyResults:
     """(recording, codec, error) for every file that could not be recognised (scored as empty)."""
     seconds: float = 0.0
 
-    def totals(self, kinds: Sequence[str], codec: str) -> Totals:
-        return total([item for kind in kinds for item in self.scores.get((kind, codec), [])])
+    def totals(self, kinds: Sequence[str], codec: str, decoded_only: bool = False) -> Totals:
+        scores = self.decoded_scores if decoded_only else self.scores
+        return total([item for kind in kinds for item in scores.get((kind, codec), [])])
 
 
-def measure_accuracy(pipeline: Pipeline, corpus: Corpus, codecs: Sequence[str]) -> AccuracyResults:
-    """Every speech recording in every codec, and every non-speech recording, through the
+def measure_accuracy(pipeline: Pipeline, corpus: Corpus, codecs: Sequence[str], long_codecs: Sequence[str]) -> AccuracyResults:
+    """Prompts and voicemails in every one of ``codecs``, long voicemails in ``long_codecs`` (the
+    bulk of the audio: PCM and the telephone codecs), every non-speech recording, through the
     pipeline with the server's options, ``jobs.workers`` at a time."""
     results = AccuracyResults()
-    speech = pipeline.run("accuracy", requests_for(corpus, SPEECH_KINDS, codecs), concurrency=8)
+    requests = requests_for(corpus, ("prompt", "voicemail"), codecs) + requests_for(corpus, ("long",), long_codecs)
+    speech = pipeline.run("accuracy", requests, concurrency=8)
     for outcome in speech.outcomes:
         request = outcome.request
         item = score(request.recording, outcome.transcript)
         results.scores.setdefault((request.recording.kind, request.codec), []).append(item)
+        if outcome.error is None:
+            results.decoded_scores.setdefault((request.recording.kind, request.codec), []).append(item)
         if request.recording.kind != "prompt":
             results.sentences.append((request.recording.id, request.codec, item.sentences, item.sentences_present,
                                       item.words_after_speech))

@@ -216,7 +216,7 @@ def compose(prompts: Sequence[Prompt], pauses: Sequence[float], tail: str, seed:
     rng = np.random.default_rng(seed)
     timeline = _Timeline()
     timeline.add(audio.silence(lead_seconds))
-    for prompt, pause in zip(prompts, pauses):
+    for prompt, pause in zip(prompts, pauses, strict=True):
         timeline.add(_speech(prompt, rng), prompt.text)
         timeline.add(audio.silence(pause))
     speech_end = timeline.sentences[-1].end

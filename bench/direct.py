@@ -26,7 +26,11 @@ from callpipe_asr.transcript import RecognitionOptions, Segment, Transcript, Wor
 from .corpus import Recording
 
 SERVER_OPTIONS = RecognitionOptions()
-"""What the native API asks for when a client sends only a file: word timestamps included."""
+"""What the native API asks for when a client sends only a file: word timestamps included (the
+accuracy part needs them: a composite's sentences are found by their words' times)."""
+VOICEMAIL_OPTIONS = RecognitionOptions(word_timestamps=False)
+"""What the voicemail paths ask for (the FreeSWITCH Lua sends ``word_timestamps=false``; the
+FusionPBX dialect never computes words): the speed parts measure this."""
 
 
 @dataclass(frozen=True)
@@ -133,9 +137,11 @@ class Pipeline:
         samples = decode_audio(str(request.path), sampling_rate=16_000)
         return clean_transcript(self._engine.transcribe(samples, options), self._policy)
 
-    def run(self, label: str, requests: Sequence[Request], concurrency: int) -> Run:
+    def run(self, label: str, requests: Sequence[Request], concurrency: int,
+            options: RecognitionOptions = SERVER_OPTIONS) -> Run:
         """Like the server: ``concurrency`` callers, at most ``jobs.workers`` recognising at once."""
-        return run_concurrently(label, requests, min(concurrency, self.settings.jobs.workers), self.recognize)
+        return run_concurrently(label, requests, min(concurrency, self.settings.jobs.workers),
+                                lambda request: self.recognize(request, options))
 
     def close(self) -> None:
         self._registry.close()
@@ -170,7 +176,10 @@ class FasterWhisperDirect:
         return self._model
 
     def recognize(self, request: Request, **options: Any) -> Transcript:
-        segments, info = self._pipeline.transcribe(str(request.path), language="en", **options)
+        return self.recognize_path(request.path, **options)
+
+    def recognize_path(self, path: Path, **options: Any) -> Transcript:
+        segments, info = self._pipeline.transcribe(str(path), language="en", **options)
         return Transcript(segments=tuple(_segment(s) for s in segments), language=info.language,
                           duration=info.duration)
 

@@ -11,7 +11,7 @@ from callpipe_asr.scoring import NO_ERRORS
 
 from .audio import CODECS
 from .evaluate import Totals
-from .speed import CONCURRENCIES, latency_by_size, median, run_totals
+from .speed import CONCURRENCIES, Baseline, latency_by_size, median, run_totals
 
 if TYPE_CHECKING:
     from .run import Results
@@ -87,7 +87,7 @@ def raw(results: Results) -> dict[str, Any]:
             "voicemail": _run_dict(server.voicemail_run) if server.voicemail_run else None,
             "full_queue": _run_dict(server.full_queue_run) if server.full_queue_run else None,
         }
-    data["baselines"] = [{"label": b.label, "run": _run_dict(b.run), "wer": _totals_dict(b.totals)} for b in results.baselines]
+    data["baselines"] = [{"label": b.label, "run": _run_dict(b.run), "wer": _totals_dict(b.totals)} for b in _baselines(results)]
     data["sweep"] = [{"label": r.label, "run": _run_dict(r.run), "wer": _totals_dict(r.totals), "nonspeech_words": r.nonspeech_words,
                       "alone": _run_dict(r.latency_run) if r.latency_run else None} for r in results.sweep]
     if results.batching:
@@ -191,7 +191,7 @@ def _summary(results: Results) -> str:
                      f"{speedup:.2f}x faster; WER {_wer(ours)} vs {_wer(theirs)}", f"≥ {TARGET_HEADLINE}x, WER no worse",
                      _ok(speedup >= TARGET_HEADLINE and (ours.wer or 0) <= (theirs.wer or 0) + 1e-9)))
     if server and server.memory_end:
-        rows.append(("Peak RSS of the server (VmHWM), after a full queue", f"{server.memory_end.peak_mib:.0f} MiB",
+        rows.append(("Peak RSS of the server (VmHWM), whole run, queue filled", f"{server.memory_end.peak_mib:.0f} MiB",
                      f"≤ {TARGET_RSS_MIB:.0f} MiB", _ok(server.memory_end.peak_mib <= TARGET_RSS_MIB)))
     if server and server.ready_seconds:
         ready = median(server.ready_seconds)
@@ -224,6 +224,13 @@ def _accuracy(results: Results) -> str:
         ratios = ", ".join(f"{c} {(_by_codec(results)[c].wer or 0) / pcm.wer:.2f}x" for c in TELEPHONE_CODECS
                            if c in _by_codec(results))
         text += ["", f"Telephone codecs against PCM (all speech): {ratios} (target ≤ {TARGET_TELEPHONE_RATIO}x)."]
+        if results.accuracy and results.accuracy.failures:
+            decoded = {c: results.accuracy.totals(SPEECH_KINDS, c, decoded_only=True) for c in TELEPHONE_CODECS}
+            pcm_decoded = results.accuracy.totals(SPEECH_KINDS, "pcm-8k", decoded_only=True)
+            if pcm_decoded.wer:
+                parts = ", ".join(f"{c} {(t.wer or 0) / pcm_decoded.wer:.2f}x ({t.recordings} files)"
+                                  for c, t in decoded.items() if t.recordings)
+                text += [f"Over the files that decoded (see the failures below): {parts}."]
     return "\n".join(text)
 
 
@@ -248,7 +255,7 @@ def _all_runs(results: Results) -> list[Any]:
     if results.server:
         runs += list(results.server.server_runs.values()) + list(results.server.direct_runs.values())
         runs += [r for r in (results.server.voicemail_run, results.server.full_queue_run) if r]
-    runs += [b.run for b in results.baselines] + [row.run for row in results.sweep]
+    runs += [b.run for b in _baselines(results)] + [row.run for row in results.sweep]
     return runs
 
 
@@ -296,7 +303,7 @@ def _composites(results: Results) -> str:
         "A sentence is kept when at least half its words are heard within 1.5 s of where the reference puts it (this "
         "checks VAD cropping and the mapping of times back onto the recording); words starting more than 1 s after "
         "the last sentence are invented (the tails are 15 s of silence, 15 s of music on hold, or 10 s of line "
-        "noise). Every codec variant counted.",
+        "noise). Every scored codec variant counted.",
         "",
         _table(("recording", "sentences", "codecs that lost any (how many)", "codecs with words after the speech"), rows),
     ])
@@ -337,9 +344,10 @@ def _server(results: Results) -> str:
         "## The server against the pipeline called directly",
         "",
         "A real `callpipe-asr serve` process on 127.0.0.1 (the shipped defaults; only the data directory, port and "
-        "`jobs.duplicate_window_seconds: 0` set, so the same files can be sent again), native API with `wait`, one "
-        "aiohttp client per concurrent request. \"Direct\" is the same pipeline (decode, VAD, model, filters) with "
-        "the same settings in the benchmark's process, at most `jobs.workers` recognitions at once as in the server. "
+        "`jobs.duplicate_window_seconds: 0` set, so the same files can be sent again), native API with `wait` and "
+        "`word_timestamps=false` as the FreeSWITCH voicemail Lua sends it, one aiohttp client per concurrent request. "
+        "\"Direct\" is the same pipeline (decode, VAD, model, filters) with the same settings and options in the "
+        "benchmark's process, at most `jobs.workers` recognitions at once as in the server. "
         "Runs interleaved per concurrency; the workload mixes prompts, voicemails and a long voicemail over every "
         "codec, each request distinct.",
         "",
@@ -352,8 +360,9 @@ def _server(results: Results) -> str:
     ]
     if server.full_queue_run:
         run = server.full_queue_run
-        text += ["", f"Full queue: {len(run.outcomes)} requests sent at once (`jobs.max_queued` = "
-                     f"{results.settings.jobs.max_queued}), all answered in {run.wall:.1f} s "
+        full = len(run.outcomes) >= results.settings.jobs.max_queued
+        text += ["", f"{'Full queue' if full else 'Queue'}: {len(run.outcomes)} short requests sent at once "
+                     f"(`jobs.max_queued` = {results.settings.jobs.max_queued}), all answered in {run.wall:.1f} s "
                      f"({run.throughput:.1f} audio s per s)."]
     if server.memory_idle and server.memory_end:
         text += ["", f"Memory of the server process (`/proc/<pid>/status`): {server.memory_idle.rss_kib / 1024:.0f} MiB "
@@ -367,21 +376,26 @@ def _server(results: Results) -> str:
 
 def _headline(results: Results) -> str:
     server = results.server
-    if not results.baselines or not server or not server.voicemail_run:
+    if not _baselines(results) or not server or not server.voicemail_run:
         return ""
     ours = server.voicemail_run
     rows = [("callpipe-asr server (1 client)", f"{ours.wall:.1f}", f"{ours.rtf:.3f}", _wer_words(run_totals(ours)), "1.00x")]
-    for baseline in results.baselines:
+    for baseline in _baselines(results):
         rows.append((baseline.label, f"{baseline.run.wall:.1f}", f"{baseline.run.rtf:.3f}", _wer_words(baseline.totals),
                      f"{baseline.run.wall / ours.wall:.2f}x"))
     return "\n".join([
         "## Headline: voicemail through the server vs faster-whisper's defaults",
         "",
-        f"The voicemails and long voicemails (PCM 8 kHz, {ours.audio_seconds / 60:.1f} min of audio), one at a time. "
+        f"The voicemails and long voicemails (PCM 8 kHz, {ours.audio_seconds / 60:.1f} min of audio), one at a time, "
+        "each file through the server and then through each baseline before the next file (so changes in the "
+        "machine's load hit every row alike); wall time is the sum of the requests' latencies. "
         "faster-whisper's defaults: `WhisperModel(path)` (the bundled float16 weights, computed as float32 on the "
         "CPU) and `transcribe(file, language=\"en\")`: beam 5, no VAD, temperature fallback, conditioned on previous "
-        "text. The int8 row changes only the weights, to separate what quantisation buys from the rest. The server's "
-        "time includes the upload, queue and HTTP round trip.",
+        "text. The int8 row changes only the weights, to separate what quantisation buys from the rest. Each baseline "
+        "runs in a process of its own with the environment the benchmark started with (none of the process settings "
+        "our engine makes: OpenMP's passive waits, glibc's mmap threshold). The server is asked as the FreeSWITCH "
+        "voicemail Lua asks (native API, `word_timestamps=false`: the e-mail carries text only); its time includes the "
+        "upload, queue and HTTP round trip.",
         "",
         _table(("configuration", "wall s", "RTF", "WER (words)", "time ÷ server's"), rows),
     ])
@@ -402,7 +416,8 @@ def _sweep(results: Results) -> str:
         f"Each row changes one thing from the shipped defaults and runs the same {len(requests)} PCM recordings "
         f"({sum(o.request.seconds for o in requests) / 60:.1f} min: prompts, voicemails, a long voicemail) "
         "with 8 requests offered at once (at most `jobs.workers` running), and, for the worker layouts, one at a time; "
-        "then the non-speech recordings up to 60 s long, for the words each configuration invents there.",
+        "then the non-speech recordings up to 30 s long, for the words each configuration invents there. Options as "
+        "the voicemail Lua sends them (no word timestamps).",
         "",
         _table(("configuration", "changes", "WER", "words on non-speech", "audio s per s, 8 offered",
                 "audio s per s, 1 at a time", "CPU s per audio s"), rows),
@@ -442,6 +457,10 @@ def _runtime(results: Results) -> str:
 # --- helpers --------------------------------------------------------------------------------
 
 
+def _baselines(results: Results) -> list[Baseline]:
+    return results.server.baselines if results.server else []
+
+
 def _by_kind_codec(results: Results) -> dict[tuple[str, str], Totals]:
     if not results.accuracy:
         return {}
@@ -470,7 +489,7 @@ def _combine(totals: Iterable[Totals]) -> Totals:
 
 def _headline_ratio(results: Results) -> tuple[float, Totals, Totals] | None:
     server = results.server
-    defaults = next((b for b in results.baselines if b.label == "faster-whisper defaults"), None)
+    defaults = next((b for b in _baselines(results) if b.label == "faster-whisper defaults"), None)
     if not server or not server.voicemail_run or defaults is None:
         return None
     return defaults.run.wall / server.voicemail_run.wall, run_totals(server.voicemail_run), defaults.totals

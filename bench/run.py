@@ -23,27 +23,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from callpipe_asr.settings import Settings, load_settings
 
 from . import audio, report
 from .accuracy import (AccuracyResults, Fidelity, VadMargin, measure_accuracy, measure_fidelity, measure_vad_margin,
                        requests_for, words_on_nonspeech)
+from .baseline import BaselineProcess
 from .corpus import FULL, QUICK, Corpus, CorpusSpec, build_corpus
 from .deps import ensure_packages
-from .direct import FasterWhisperDirect, Pipeline, Request
+from .direct import Pipeline, Request
 from .machine import Machine, describe_machine, load_average, wait_for_quiet
-from .speed import (Baseline, BatchingResult, ServerResults, SweepRow, measure_baselines, measure_batching,
-                    measure_server, measure_sweep)
+from .speed import BatchingResult, ServerResults, SweepRow, measure_batching, measure_server, measure_sweep
 
 BENCH_DIR = Path(__file__).resolve().parent
-QUEUE_DEPTH_DEFAULT = 64
 T = TypeVar("T")
 
 
@@ -61,15 +61,19 @@ class Plan:
     restarts: int
     nonspeech_baseline: int
     fidelity_codecs: tuple[str, ...]
+    long_codecs: tuple[str, ...]
+    """Codecs the long voicemails are scored in (every codec would double the accuracy part)."""
+    queue_depth: int | None
+    """Requests sent at once for the memory peak; None: ``jobs.max_queued`` (a full queue)."""
     budget_seconds: float
 
 
 QUICK_PLAN = Plan(QUICK, workload_prompts=8, workload_voicemails=3, workload_long=0, sweep_prompts=4,
-                  sweep_voicemails=2, sweep_long=0, restarts=1, nonspeech_baseline=3,
-                  fidelity_codecs=("pcm-8k",), budget_seconds=12 * 60)
-FULL_PLAN = Plan(FULL, workload_prompts=30, workload_voicemails=6, workload_long=1, sweep_prompts=8,
-                 sweep_voicemails=3, sweep_long=1, restarts=2, nonspeech_baseline=8,
-                 fidelity_codecs=("pcm-8k", "mulaw", "gsm"), budget_seconds=25 * 60)
+                  sweep_voicemails=2, sweep_long=0, restarts=1, nonspeech_baseline=3, fidelity_codecs=("pcm-8k",),
+                  long_codecs=("pcm-8k", "gsm"), queue_depth=24, budget_seconds=15 * 60)
+FULL_PLAN = Plan(FULL, workload_prompts=16, workload_voicemails=4, workload_long=1, sweep_prompts=6,
+                 sweep_voicemails=2, sweep_long=1, restarts=2, nonspeech_baseline=8, fidelity_codecs=("pcm-8k", "gsm"),
+                 long_codecs=("pcm-8k", "mulaw", "alaw", "gsm"), queue_depth=None, budget_seconds=25 * 60)
 
 
 @dataclass
@@ -84,7 +88,6 @@ class Results:
     fidelity: list[Fidelity] = field(default_factory=list)
     vad_margin: VadMargin | None = None
     server: ServerResults | None = None
-    baselines: list[Baseline] = field(default_factory=list)
     baseline_nonspeech: tuple[int, int, list[Any]] | None = None
     """(recordings, words emitted, which) for faster-whisper's defaults on non-speech."""
     sweep: list[SweepRow] = field(default_factory=list)
@@ -96,6 +99,7 @@ class Results:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    environment = dict(os.environ)  # before our engine sets anything: the baselines run with this
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     installed = ensure_packages()
@@ -106,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="callpipe-bench-") as scratch:
         settings = load_settings(None, environ={}, overrides={"data_dir": Path(scratch) / "data"})
         results = Results("quick" if args.quick else "full", describe_machine(installed, waited), settings)
-        _run_parts(results, plan, args, Path(scratch), deadline)
+        _run_parts(results, plan, args, Path(scratch), deadline, environment)
     results.load_end = load_average()
     results.part_seconds["total"] = time.monotonic() - started
     report.write_section(output, report.render(results, " ".join(["./scripts/bench", *(argv or sys.argv[1:])])))
@@ -130,10 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_parts(results: Results, plan: Plan, args: argparse.Namespace, scratch: Path, deadline: float) -> None:
+def _run_parts(results: Results, plan: Plan, args: argparse.Namespace, scratch: Path, deadline: float,
+               environment: Mapping[str, str]) -> None:
     parts = set(args.parts.split(","))
     corpus_dir = args.corpus or BENCH_DIR / ("corpus-quick" if args.quick else "corpus")
-    corpus = _timed(results, "corpus", lambda: build_corpus(corpus_dir, plan.spec))
+    _say("corpus...")
+    corpus = build_corpus(corpus_dir, plan.spec)
     results.corpus = corpus
     settings = results.settings
     workload = _workload(corpus, plan.workload_prompts, plan.workload_voicemails, plan.workload_long, mixed=True)
@@ -141,32 +147,35 @@ def _run_parts(results: Results, plan: Plan, args: argparse.Namespace, scratch: 
     pipeline = Pipeline(settings)
     try:
         if "accuracy" in parts:
-            accuracy = _timed(results, "accuracy", lambda: measure_accuracy(pipeline, corpus, plan.spec.codecs))
-            results.accuracy = accuracy
+            results.accuracy = _timed(results, "accuracy", lambda: measure_accuracy(
+                pipeline, corpus, plan.spec.codecs, plan.long_codecs), None)
+        if results.accuracy is not None:
+            accuracy = results.accuracy
             results.fidelity = _timed(results, "fidelity", lambda: measure_fidelity(
-                pipeline, corpus, plan.fidelity_codecs, ("prompt", "voicemail", "long"), accuracy))
+                pipeline, corpus, plan.fidelity_codecs, ("prompt", "voicemail", "long"), accuracy), [])
             results.vad_margin = _timed(results, "VAD margin",
-                                        lambda: measure_vad_margin(corpus, settings.model().vad_threshold))
+                                        lambda: measure_vad_margin(corpus, settings.model().vad_threshold), None)
         if "server" in parts or "headline" in parts:
-            queue = _queue(corpus, settings.jobs.max_queued)
-            results.server = _timed(results, "server", lambda: measure_server(
-                scratch, pipeline, workload, voicemails, queue, plan.restarts))
+            queue = _queue(corpus, plan.queue_depth or settings.jobs.max_queued)
+            baseline_environment = environment if "headline" in parts else None
+            results.server = _timed(results, "server and headline", lambda: measure_server(
+                scratch, pipeline, workload, voicemails, queue, plan.restarts, baseline_environment), None)
     finally:
         pipeline.close()
-    if "headline" in parts and _within(results, deadline, "headline"):
-        results.baselines = _timed(results, "headline", lambda: measure_baselines(settings, voicemails))
+    if "headline" in parts:
         if _within(results, deadline, "faster-whisper defaults on non-speech"):
-            results.baseline_nonspeech = _timed(results, "baseline non-speech",
-                                                lambda: _baseline_nonspeech(settings, corpus, plan.nonspeech_baseline))
+            results.baseline_nonspeech = _timed(results, "baseline non-speech", lambda: _baseline_nonspeech(
+                corpus, plan.nonspeech_baseline, environment), None)
     if "sweep" in parts and _within(results, deadline, "sweep"):
         sweep_set = _workload(corpus, plan.sweep_prompts, plan.sweep_voicemails, plan.sweep_long, mixed=False)
-        silent = [Request(r, "pcm-8k", r.path(corpus.root)) for r in corpus.of_kind("nonspeech") if r.duration <= 60]
-        rows, skipped = _timed(results, "sweep", lambda: measure_sweep(settings, sweep_set, silent, deadline))
+        silent = [Request(r, "pcm-8k", r.path(corpus.root)) for r in corpus.of_kind("nonspeech") if r.duration <= 30]
+        nothing: tuple[list[SweepRow], list[str]] = ([], [])
+        rows, skipped = _timed(results, "sweep", lambda: measure_sweep(settings, sweep_set, silent, deadline), nothing)
         results.sweep = rows
         results.skipped += [f"sweep: {label} (time budget)" for label in skipped]
     if "batching" in parts and _within(results, deadline, "batching"):
         long_ones = requests_for(corpus, ("long",), ["pcm-8k"]) + requests_for(corpus, ("voicemail",), ["pcm-8k"])[:2]
-        results.batching = _timed(results, "batching", lambda: measure_batching(settings, long_ones, (4, 8), 4))
+        results.batching = _timed(results, "batching", lambda: measure_batching(settings, long_ones, (4, 8), 4), None)
 
 
 def _workload(corpus: Corpus, prompts: int, voicemails: int, long: int, mixed: bool) -> list[Request]:
@@ -182,19 +191,27 @@ def _queue(corpus: Corpus, depth: int) -> list[Request]:
     return requests_for(corpus, ("prompt",), list(audio.CODECS))[:depth]
 
 
-def _baseline_nonspeech(settings: Settings, corpus: Corpus, count: int) -> tuple[int, int, list[Any]]:
+def _baseline_nonspeech(corpus: Corpus, count: int, environment: Mapping[str, str]) -> tuple[int, int, list[Any]]:
     """faster-whisper's defaults on the shortest non-speech recordings: what the filters save."""
     chosen = sorted(corpus.of_kind("nonspeech"), key=lambda r: (r.tail != "moh", r.duration))[:count]
     requests = [Request(r, "pcm-8k", r.path(corpus.root)) for r in chosen]
-    run = FasterWhisperDirect(settings.model(), settings.data_dir).run("defaults non-speech", requests)
-    words, invented = words_on_nonspeech(run.outcomes)
+    with BaselineProcess(environment) as baseline:
+        outcomes = [baseline.recognize(request) for request in requests]
+    words, invented = words_on_nonspeech(outcomes)
     return len(requests), words, invented
 
 
-def _timed(results: Results, part: str, work: Callable[[], T]) -> T:
+def _timed(results: Results, part: str, work: Callable[[], T], default: T) -> T:
+    """Run one part, timing it; a part that fails is reported (and ``default`` stands in) so the
+    parts after it still run and the report is still written."""
     _say(f"{part}...")
     started = time.monotonic()
-    value = work()
+    try:
+        value = work()
+    except Exception as exc:  # a benchmark part's bug or a broken file must not lose the whole run
+        logging.getLogger("bench").exception("part %s failed", part)
+        results.skipped.append(f"{part} (failed: {type(exc).__name__}: {exc})")
+        value = default
     results.part_seconds[part] = time.monotonic() - started
     _say(f"{part}: {results.part_seconds[part]:.0f} s")
     return value

@@ -4,19 +4,21 @@ faster-whisper's defaults, the configuration sweep, and whether batching helps."
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from callpipe_asr.engines.faster_whisper import available_cores
 from callpipe_asr.settings import Settings
 
-from .direct import FasterWhisperDirect, Pipeline, Request, Run, with_model, with_workers
+from .baseline import BaselineProcess
+from .direct import VOICEMAIL_OPTIONS, FasterWhisperDirect, Outcome, Pipeline, Request, Run, with_model, with_workers
 from .evaluate import Totals, score, total
 from .server import MemoryStatus, ServerProcess, run_clients
 
@@ -43,6 +45,16 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     return float(np.percentile(np.asarray(sorted_values), pct))
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """faster-whisper called with its defaults (or with int8 weights) on the voicemail set."""
+
+    label: str
+    run: Run
+    totals: Totals
+    load_seconds: float
+
+
 @dataclass
 class ServerResults:
     ready_seconds: list[float] = field(default_factory=list)
@@ -51,25 +63,29 @@ class ServerResults:
     server_runs: dict[int, Run] = field(default_factory=dict)
     direct_runs: dict[int, Run] = field(default_factory=dict)
     voicemail_run: Run | None = None
+    baselines: list[Baseline] = field(default_factory=list)
     full_queue_run: Run | None = None
 
 
 def measure_server(directory: Path, pipeline: Pipeline, workload: Sequence[Request], voicemails: Sequence[Request],
-                   queue: Sequence[Request], restarts: int) -> ServerResults:
+                   queue: Sequence[Request], restarts: int, environment: Mapping[str, str] | None) -> ServerResults:
     """Server and direct runs interleaved per concurrency (drift in the machine's load hits both),
-    then the voicemail set at concurrency 1, then a full queue; memory is read from the
-    server's ``/proc`` status after start-up and at the end."""
+    then the headline (voicemails through the server, interleaved file by file with faster-whisper's
+    defaults, when ``environment`` is given for their processes), then a full queue; memory is
+    read from the server's ``/proc`` status after start-up and at the end."""
     results = ServerResults()
     server = ServerProcess(directory / "server-0")
     try:
         results.ready_seconds.append(server.ready_seconds)
         results.memory_idle = server.memory()
         run_clients(server, "warm-up", workload[:1], 1)
-        pipeline.run("warm-up", workload[:1], 1)
+        pipeline.run("warm-up", workload[:1], 1, VOICEMAIL_OPTIONS)
         for concurrency in CONCURRENCIES:
             results.server_runs[concurrency] = run_clients(server, f"server c={concurrency}", workload, concurrency)
-            results.direct_runs[concurrency] = pipeline.run(f"direct c={concurrency}", workload, concurrency)
-        results.voicemail_run = run_clients(server, "server voicemail c=1", voicemails, 1)
+            results.direct_runs[concurrency] = pipeline.run(f"direct c={concurrency}", workload, concurrency,
+                                                             VOICEMAIL_OPTIONS)
+        if environment is not None:
+            results.voicemail_run, results.baselines = measure_headline(server, voicemails, environment)
         results.full_queue_run = run_clients(server, "full queue", queue, len(queue))
         results.memory_end = server.memory()
     finally:
@@ -81,28 +97,38 @@ def measure_server(directory: Path, pipeline: Pipeline, workload: Sequence[Reque
     return results
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """faster-whisper called with its defaults (or with int8 weights) on the voicemail set."""
-
-    label: str
-    run: Run
-    totals: Totals
-    load_seconds: float
+BASELINES = (("faster-whisper defaults", None), ("faster-whisper defaults, int8", "int8"))
+"""The headline's baselines: faster-whisper exactly as its README calls it (float16 weights
+computed as float32, beam 5, no VAD), and the same with int8 weights, which separates what
+quantisation buys from what the rest of our configuration buys."""
 
 
-def measure_baselines(settings: Settings, voicemails: Sequence[Request]) -> list[Baseline]:
-    """The headline's baselines: faster-whisper exactly as its README calls it (float16 weights
-    computed as float32, beam 5, no VAD), and the same with int8 weights, which separates what
-    quantisation buys from what the rest of our configuration buys."""
-    baselines = []
-    loads: tuple[tuple[str, dict[str, Any]], ...] = (
-        ("faster-whisper defaults", {}), ("faster-whisper defaults, int8", {"compute_type": "int8"}))
-    for label, load in loads:
-        direct = FasterWhisperDirect(settings.model(), settings.data_dir, **load)
-        run = direct.run(label, voicemails)
-        baselines.append(Baseline(label, run, run_totals(run), direct.load_seconds))
-    return baselines
+def measure_headline(server: ServerProcess, voicemails: Sequence[Request],
+                     environment: Mapping[str, str]) -> tuple[Run, list[Baseline]]:
+    """Each voicemail through the server (one client), then through each baseline, file by file,
+    so changes in the machine's load hit all of them alike. A run's wall time is the sum of its
+    requests' latencies (they ran one at a time)."""
+    with contextlib.ExitStack() as stack:
+        children = [(label, stack.enter_context(BaselineProcess(environment, compute_type)))
+                    for label, compute_type in BASELINES]
+        ours: list[Outcome] = []
+        theirs: dict[str, list[Outcome]] = {label: [] for label, _ in children}
+        for request in voicemails:
+            ours.extend(run_clients(server, "headline", [request], 1).outcomes)
+            for label, child in children:
+                theirs[label].append(child.recognize(request))
+        baselines = [Baseline(label, sequential(label, theirs[label]), total_of(theirs[label]), child.load_seconds)
+                     for label, child in children]
+    return sequential("server voicemail c=1", ours), baselines
+
+
+def sequential(label: str, outcomes: Sequence[Outcome]) -> Run:
+    """A run of requests made one after another, timed by their latencies."""
+    return Run(label, 1, sum(o.latency for o in outcomes), tuple(outcomes))
+
+
+def total_of(outcomes: Sequence[Outcome]) -> Totals:
+    return total([score(o.request.recording, o.transcript) for o in outcomes])
 
 
 @dataclass(frozen=True)
@@ -167,10 +193,10 @@ def measure_sweep(settings: Settings, requests: Sequence[Request], nonspeech: Se
             continue
         pipeline = Pipeline(transform(settings))
         try:
-            pipeline.run("warm-up", requests[:1], 1)
-            run = pipeline.run(label, requests, 8)
-            alone = pipeline.run(f"{label} c=1", requests, 1) if timed_alone else None
-            silent = pipeline.run(f"{label} non-speech", nonspeech, 8)
+            pipeline.run("warm-up", requests[:1], 1, VOICEMAIL_OPTIONS)
+            run = pipeline.run(label, requests, 8, VOICEMAIL_OPTIONS)
+            alone = pipeline.run(f"{label} c=1", requests, 1, VOICEMAIL_OPTIONS) if timed_alone else None
+            silent = pipeline.run(f"{label} non-speech", nonspeech, 8, VOICEMAIL_OPTIONS)
         finally:
             pipeline.close()
         rows.append(SweepRow(label, note, run_totals(run), run, alone, run_totals(silent).words_emitted))

@@ -129,6 +129,13 @@ class JobSettings:
     poll_interval_seconds: float = 1.0
     """Seconds; how often idle workers and waiting requests look at the store when no in-process
     notification wakes them."""
+    result_retry_seconds: float = 600.0
+    """Seconds a worker keeps trying to store a finished job's outcome while the store cannot take
+    it (the SQLite file locked by another process past its 10 s busy timeout, the disk full), with
+    growing pauses: the recognised text is not thrown away for a lock an administrator or a backup
+    tool held a while. Past it the job is failed with the reason if that can be written, else it
+    stays ``running`` (the log says so) until the next start (SQLite) or its lease runs out
+    (PostgreSQL) and runs again. 0: one try."""
     lease_seconds: float = 30.0
     """Seconds (PostgreSQL): a claim lasts this long without a heartbeat; a job whose worker died
     or was cut off is claimed again by another worker after it."""
@@ -258,9 +265,12 @@ class KeySettings:
     """The secret clients present, each in its own dialect's style."""
     rate_limit_per_minute: int = 0
     """Requests per minute this key may make (polls included; bursts up to the same number);
-    0: no limit. Over it: 429 with ``Retry-After``."""
+    0: no limit. Over it: 429 with ``Retry-After``. Counted in each server process's memory:
+    exact with SQLite (one process); with PostgreSQL and N API processes each counts its own, so
+    a key may make up to N times this in all."""
     max_concurrent_jobs: int = 0
-    """Jobs of this key queued or running at once; 0: no limit. Over it: 429 with ``Retry-After``."""
+    """Jobs of this key queued or running at once; 0: no limit. Over it: 429 with ``Retry-After``.
+    Counted in the job store, so it holds across every process that shares it."""
     allowed_dialects: tuple[str, ...] = ()
     """APIs this key may use (``native``, ``page``, ``fusionpbx``, ``openai``, ``watson``,
     ``deepgram``, ``google``, ``azure``, ``assemblyai``); empty: all. Others answer 403."""
@@ -282,7 +292,7 @@ class AuthSettings:
     ``api_keys[2]``..."""
     max_failed_attempts_per_minute: int = 30
     """Wrong keys one client (address) may present per minute before all its requests answer 429
-    for a while; 0: no limit."""
+    for a while; 0: no limit. Counted per server process, like ``rate_limit_per_minute``."""
 
     @property
     def enabled(self) -> bool:
@@ -513,6 +523,8 @@ def _validate(settings: Settings) -> None:
         problems.append("jobs.max_attempts: must be at least 1")
     if settings.jobs.min_free_disk_bytes < 0:
         problems.append("jobs.min_free_disk_bytes: must be 0 (no reserve) or more")
+    if settings.jobs.result_retry_seconds < 0:
+        problems.append("jobs.result_retry_seconds: must be 0 (one try) or more")
     problems += _job_store_problems(settings)
     problems += _alias_problems(settings)
     problems += _language_problems(settings.languages)

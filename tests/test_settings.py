@@ -80,6 +80,7 @@ def test_unknown_environment_key_is_rejected() -> None:
         ("default_model: large-v3\n", "default_model"),
         ("models:\n  tiny.en:\n    engine: kaldi\n", "engine"),
         ("jobs:\n  store: redis\n", "jobs.store"),
+        ("jobs:\n  result_retry_seconds: -1\n", "jobs.result_retry_seconds"),
         ("- a list\n", "mapping"),
         ("server: [1, 2]\n", "mapping"),
         ("server:\n  port: 1.5\n", "whole number"),

@@ -670,6 +670,32 @@ class PostgresJobStore:
 
         return await self._run(read)
 
+    async def count_active(self, owner: str | None) -> int:
+        """Jobs of ``owner`` queued or running, in every process that shares this database (a
+        key's ``max_concurrent_jobs``; None: jobs made without a key). Without it the service
+        could not enforce that limit here (see :class:`~.service.QueueInsight`)."""
+
+        async def read(connection: Connection) -> int:
+            cursor = await connection.execute(
+                "SELECT COUNT(*) FROM jobs WHERE owner IS NOT DISTINCT FROM %s AND status IN ('queued', 'running')",
+                (owner,),
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(read)
+
+    async def oldest_queued_at(self) -> float | None:
+        """When the longest-waiting queued job was created (Unix time, from the clock of the
+        process that accepted it); None with none queued. Feeds the oldest-queued-age metric."""
+
+        async def read(connection: Connection) -> float | None:
+            cursor = await connection.execute("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'")
+            row = await cursor.fetchone()
+            return float(row[0]) if row and row[0] is not None else None
+
+        return await self._run(read)
+
     # -- removing -----------------------------------------------------------------------------
 
     async def delete(self, job_id: str) -> bool:

@@ -55,7 +55,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         await register_until_done(store, settings)
         pool = WorkerPool(
-            store, Recognizer(settings, registry), events, settings.jobs.workers, settings.jobs.poll_interval_seconds
+            store, Recognizer(settings, registry), events, settings.jobs.workers, settings.jobs.poll_interval_seconds,
+            result_retry_seconds=settings.jobs.result_retry_seconds,
         )
         await pool.start()
         log.info("worker ready: %d slot(s) for %s", settings.jobs.workers, ", ".join(settings.served_models))

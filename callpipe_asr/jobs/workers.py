@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .. import logs
-from ..errors import CallpipeError
+from ..errors import CallpipeError, StorageFull, StoreBusy
 from ..pipeline import Recognizer
 from ..transcript import Transcript
 from .events import JobEvents
@@ -24,6 +24,15 @@ from .model import ClaimedJob, Job, JobStatus
 from .store import JobStore
 
 log = logging.getLogger(__name__)
+
+TRANSIENT_STORE_ERRORS = (StoreBusy, StorageFull)
+"""What a store raises when it cannot take a write for now (another process's lock, a full disk)
+and nothing was changed: storing a job's outcome is tried again after these, never after a bug."""
+RESULT_RETRY_FIRST_DELAY_SECONDS = 0.5
+RESULT_RETRY_MAX_DELAY_SECONDS = 10.0
+"""Pauses between tries to store an outcome double from the first up to this."""
+DEFAULT_RESULT_RETRY_SECONDS = 600.0
+"""``jobs.result_retry_seconds``'s default, for pools built without settings."""
 
 
 class JobObserver(Protocol):
@@ -41,6 +50,7 @@ class WorkerPool:
         workers: int,
         poll_interval_seconds: float,
         observer: JobObserver | None = None,
+        result_retry_seconds: float = DEFAULT_RESULT_RETRY_SECONDS,
     ) -> None:
         self._store = store
         self._recognizer = recognizer
@@ -48,6 +58,7 @@ class WorkerPool:
         self._size = workers
         self._poll = poll_interval_seconds
         self._observer = observer
+        self._result_retry_seconds = result_retry_seconds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recognizer")
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
@@ -151,21 +162,86 @@ class WorkerPool:
             raise
         except CallpipeError as exc:
             log.info("job %s failed: %s", job.id, exc.message)
-            await self._store.fail(job.id, claimed.token, exc.message, exc.code)
-            outcome = (JobStatus.FAILED, None)
+            ended = await self._end(claimed, None, exc.message, exc.code)
+            outcome = None if ended is None else (ended, None)
         except Exception as exc:  # a bug or a library error: the job fails, the worker lives on
             log.exception("job %s failed unexpectedly", job.id)
-            await self._store.fail(job.id, claimed.token, f"internal error while recognising: {type(exc).__name__}", "internal_error")
-            outcome = (JobStatus.FAILED, None)
+            ended = await self._end(claimed, None, f"internal error while recognising: {type(exc).__name__}", "internal_error")
+            outcome = None if ended is None else (ended, None)
         else:
-            if not await self._store.finish(job.id, claimed.token, transcript):
-                log.info("job %s was deleted while it ran; its result is discarded", job.id)
-            outcome = (JobStatus.DONE, transcript)
+            ended = await self._end(claimed, transcript)
+            outcome = None if ended is None else (ended, transcript if ended is JobStatus.DONE else None)
         finally:
             self._busy -= 1
             self._events.job_ended(job.id)
             if outcome is not None:
                 self._observe(job, outcome[0], time.perf_counter() - started, outcome[1])
+
+    async def _end(
+        self, claimed: ClaimedJob, transcript: Transcript | None, reason: str = "", code: str = ""
+    ) -> JobStatus | None:
+        """Store how a job ended (its transcript, else the failure ``reason`` and ``code``) and
+        return the state it ended in; None when nothing could be stored and it stays ``running``.
+
+        Why the retries: a write can meet the store unable to take it for a while (the SQLite
+        file locked by another process past its busy timeout, a full disk). Giving up at once
+        would throw the recognised text away and leave the job ``running`` until the next start
+        (SQLite recovers only then). So the write is tried again, with growing pauses, for up to
+        ``result_retry_seconds``. Past that a result is replaced by a failure naming the reason,
+        which needs less room; if even that cannot be written the job is left ``running`` for
+        the recovery (the next start; on PostgreSQL, when its lease runs out), and the log says so.
+        A claim no longer held (the job deleted or re-claimed meanwhile) is not an error: the
+        outcome is discarded, as the fencing wants.
+        """
+        job = claimed.job
+        try:
+            stored = await self._store_with_retries(claimed, transcript, reason, code)
+        except TRANSIENT_STORE_ERRORS as exc:
+            if transcript is None:
+                log.error(
+                    "job %s: its failure could not be stored for %.0f s (%s); it stays running until the job "
+                    "store's recovery runs it again (the next start; PostgreSQL: when its lease runs out)",
+                    job.id, self._result_retry_seconds, exc.message,
+                )
+                return None
+            log.error("job %s: its result could not be stored for %.0f s (%s); the job is failed instead",
+                      job.id, self._result_retry_seconds, exc.message)
+            reason = f"the result could not be stored: {exc.message}"
+            try:
+                stored = await self._store.fail(job.id, claimed.token, reason, "result_not_stored")
+            except TRANSIENT_STORE_ERRORS:
+                log.error(
+                    "job %s: its failure could not be stored either; it stays running until the job store's "
+                    "recovery runs it again (the next start; PostgreSQL: when its lease runs out)", job.id,
+                )
+                return None
+            transcript = None
+        except asyncio.CancelledError:
+            log.warning("job %s: stopped before its outcome could be stored; the job store's recovery runs it again", job.id)
+            raise
+        if not stored:
+            log.info("job %s was deleted or taken over while it ran; its outcome is discarded", job.id)
+        return JobStatus.DONE if transcript is not None else JobStatus.FAILED
+
+    async def _store_with_retries(
+        self, claimed: ClaimedJob, transcript: Transcript | None, reason: str, code: str
+    ) -> bool:
+        """One outcome write, tried again after :data:`TRANSIENT_STORE_ERRORS` until
+        ``result_retry_seconds`` have passed (then the last error is raised)."""
+        job, token = claimed.job, claimed.token
+        deadline = time.monotonic() + self._result_retry_seconds
+        delay = RESULT_RETRY_FIRST_DELAY_SECONDS
+        while True:
+            try:
+                if transcript is not None:
+                    return await self._store.finish(job.id, token, transcript)
+                return await self._store.fail(job.id, token, reason, code)
+            except TRANSIENT_STORE_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %s: could not store its outcome (%s); trying again in %.1f s", job.id, exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(RESULT_RETRY_MAX_DELAY_SECONDS, delay * 2)
 
     def _observe(self, job: Job, status: JobStatus, wall_seconds: float, transcript: Transcript | None) -> None:
         if self._observer is None:

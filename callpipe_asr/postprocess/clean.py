@@ -30,7 +30,7 @@ def clean_transcript(transcript: Transcript, policy: FilterPolicy) -> Transcript
             s for s in segments
             if _keep(s, not (is_known_hallucination(s.text) and is_weak(s, policy)), "a known silence phrase with weak signals")
         ]
-    if len(segments) == len(transcript.segments) and all(a is b for a, b in zip(segments, transcript.segments)):
+    if len(segments) == len(transcript.segments) and all(a is b for a, b in zip(segments, transcript.segments, strict=True)):
         return transcript
     return dataclasses.replace(transcript, segments=tuple(segments))
 

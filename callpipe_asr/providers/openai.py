@@ -101,19 +101,23 @@ def parse_request(fields: Mapping[str, Sequence[str]], task: Task) -> AudioReque
             "response_format", f"'response_format' must be one of {', '.join(formats)}, not {response_format!r}"
         )
     stream = _boolean(fields, "stream") if task is Task.TRANSCRIBE else False
+    granularities = parse_granularities(fields)
     return AudioRequest(
-        options=options_from_fields(fields, task),
+        options=options_from_fields(fields, task, word_timestamps="word" in granularities and task is Task.TRANSCRIBE),
         response_format=response_format,
-        granularities=parse_granularities(fields),
+        granularities=granularities,
         stream=stream,
     )
 
 
-def options_from_fields(fields: Mapping[str, Sequence[str]], task: Task = Task.TRANSCRIBE) -> RecognitionOptions:
+def options_from_fields(
+    fields: Mapping[str, Sequence[str]], task: Task = Task.TRANSCRIBE, word_timestamps: bool = False
+) -> RecognitionOptions:
     """``model``, ``language``, ``prompt`` (Whisper's vocabulary hint) and ``temperature``.
 
-    Word timestamps are always computed: then a retry asking for another ``response_format``
-    has the same options and attaches to the same job instead of recognising again.
+    Word timestamps only when the response carries words (``timestamp_granularities`` with
+    ``word``): Whisper's word alignment is a second pass over every window, about a tenth of the
+    recognition time, and no other response of this API shows words.
     """
     return RecognitionOptions(
         model=_first(fields, "model"),
@@ -121,6 +125,7 @@ def options_from_fields(fields: Mapping[str, Sequence[str]], task: Task = Task.T
         task=task,
         prompt=_first(fields, "prompt"),
         temperature=_temperature(fields),
+        word_timestamps=word_timestamps,
     )
 
 

@@ -86,7 +86,7 @@ def _job_system(run_workers: bool):  # type: ignore[no-untyped-def]
         app[RUNTIME] = runtime
         pool = WorkerPool(
             store, Recognizer(settings, registry), events, settings.jobs.workers, settings.jobs.poll_interval_seconds,
-            observer=app[METRICS],
+            observer=app[METRICS], result_retry_seconds=settings.jobs.result_retry_seconds,
         )
         runtime.pool = pool if run_workers else None
         background = [asyncio.create_task(purge_forever(store, settings.jobs.purge_interval_seconds))]

@@ -6,7 +6,10 @@ lost, none recognised twice to completion.
 Covered elsewhere: SIGKILL during work and a job that kills the server every time
 (``test_crash_recovery.py``); an exception inside a worker fails that job and the pool goes on
 (``tests/jobs/test_workers.py::test_an_unexpected_engine_error_fails_that_job_and_the_pool_goes_on``
-and ``::test_a_result_that_cannot_be_stored_fails_the_job_and_the_pool_goes_on``).
+and ``::test_a_result_that_cannot_be_stored_fails_the_job_and_the_pool_goes_on``); a lock held
+by another process past the busy timeout just as a job's result is stored (``tests/jobs/
+test_workers.py::test_a_lock_held_past_the_busy_timeout_as_a_job_ends_delays_its_result_but_never_loses_it``
+and the two tests after it).
 """
 
 from __future__ import annotations

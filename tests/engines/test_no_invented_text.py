@@ -106,17 +106,7 @@ def test_a_long_voicemail_with_long_pauses_keeps_every_sentence_in_place(
     assert transcript.duration == pytest.approx(seconds, abs=0.05)
 
 
-GSM_PAD_BYTE = pytest.mark.xfail(
-    strict=True,
-    reason="callpipe_asr/audio/decode.py: SoX's GSM WAV (wav49) counts the RIFF pad byte of an odd-sized data chunk "
-           "in the chunk size; FFmpeg then hands the gsm_ms decoder a 1-byte last packet, which it rejects, and "
-           "decode_audio fails the whole file instead of ending at the last whole block",
-)
-"""This composite has an odd number of 65-byte GSM blocks. Strict: when the decoder learns to
-stop at the last whole block, this marker must go."""
-
-
-@pytest.mark.parametrize("codec", [pytest.param(c, marks=GSM_PAD_BYTE) if c == "gsm" else c for c in audio.CODECS])
+@pytest.mark.parametrize("codec", list(audio.CODECS))  # gsm: SoX's wav49 ends in a 1-byte packet (the RIFF pad byte)
 def test_each_codec_decodes_and_transcribes_without_invented_text(
     recognizer: Recognizer, by_name: dict[str, Prompt], tmp_path: Path, codec: str
 ) -> None:

@@ -1,7 +1,8 @@
 """Every job store on its own, one suite for both: the claim protocol, dedupe, the queue caps,
-crash recovery, retention, listing. Each test runs against SQLite (a temp file) and against a
-real PostgreSQL server (a fresh schema). No model; the audio is a real prompt's bytes where the
-bytes themselves are checked. What only one store has: ``test_sqlite_store.py`` (the file:
+crash recovery, retention, listing, per-key job counts (and the service's concurrent-job limit
+on top of them). Each test runs against SQLite (a temp file) and against a real PostgreSQL
+server (a fresh schema). No model; the audio is a real prompt's bytes where the bytes themselves
+are checked. What only one store has: ``test_sqlite_store.py`` (the file:
 durability and schema upgrades) and ``test_postgres_store.py`` (leases, fencing across
 processes, models, notifications)."""
 
@@ -12,10 +13,14 @@ from typing import Any, Callable
 
 import pytest
 
-from callpipe_asr.errors import QueueFull
+from callpipe_asr.access import owner_id
+from callpipe_asr.errors import QueueFull, TooManyJobs
 from callpipe_asr.jobs import JobRequest, JobStatus
+from callpipe_asr.jobs.events import JobEvents
 from callpipe_asr.jobs.retention import purge_forever
+from callpipe_asr.jobs.service import JobService, QueueInsight
 from callpipe_asr.jobs.sqlite_store import MAX_RETRY_AFTER_SECONDS
+from callpipe_asr.settings import Settings
 from callpipe_asr.transcript import AudioHints, RecognitionOptions, Segment, Transcript
 
 DAY = 86_400.0
@@ -481,6 +486,68 @@ async def test_queue_position_and_stats(open_store: Any, make_request: MakeReque
     assert await store.queue_position("no-such-job") is None
     assert await store.get("no-such-job") is None
     assert await store.ping()
+
+
+async def test_a_keys_active_jobs_and_the_oldest_queued_job_are_counted(
+    open_store: Any, make_request: MakeRequest, clock: Any
+) -> None:
+    """What the service reads for a key's ``max_concurrent_jobs`` and the oldest-queued-age
+    metric; a store without it silently enforced no job limit (PostgreSQL did, before)."""
+    store = await open_store(clock=clock)
+    assert isinstance(store, QueueInsight)
+    assert [await store.count_active(owner) for owner in ("pbx", None)] == [0, 0]
+    assert await store.oldest_queued_at() is None
+
+    first, _ = await store.submit(make_request(b"first", owner="pbx"))
+    clock.advance(5)
+    second, _ = await store.submit(make_request(b"second", owner="pbx"))
+    other, _ = await store.submit(make_request(b"other", owner="other"))
+    keyless, _ = await store.submit(make_request(b"keyless"))
+    assert [await store.count_active(owner) for owner in ("pbx", "other", None, "nobody")] == [2, 1, 1, 0]
+    assert await store.oldest_queued_at() == first.created_at == clock.now - 5
+
+    claimed = await store.claim()
+    assert claimed is not None and claimed.job.id == first.id
+    assert await store.count_active("pbx") == 2, "a running job counts"
+    assert await store.oldest_queued_at() == second.created_at == clock.now
+    assert await store.finish(first.id, claimed.token, transcript())
+    assert await store.count_active("pbx") == 1, "a done job does not"
+    claimed = await store.claim()
+    assert claimed is not None and await store.fail(second.id, claimed.token, "could not decode", "corrupt_audio")
+    assert await store.count_active("pbx") == 0, "nor does a failed one"
+
+    for job in (other, keyless):
+        await _bring_to(store, JobStatus.DONE, job.id)
+    assert [await store.count_active(owner) for owner in ("other", None)] == [0, 0]
+    assert await store.oldest_queued_at() is None
+
+
+async def test_a_keys_concurrent_job_limit_holds_through_the_service(
+    open_store: Any, make_settings: Callable[..., Settings], prompts: Any
+) -> None:
+    """The limit end to end on each store: over it a new job is refused and taken back, a retry
+    of a job that exists attaches to it, another key counts on its own."""
+    store = await open_store()
+    settings = make_settings(auth__keys={"pbx": {"key": "pbx-key", "max_concurrent_jobs": 1}, "other": {"key": "other-key"}})
+    service = JobService(settings, store, JobEvents())
+    pbx, other = owner_id("pbx-key"), owner_id("other-key")
+    first_audio, second_audio = prompts["agent-alreadyon"].audio, prompts["agent-loggedoff"].audio
+    try:
+        first, created = await service.submit(make_request_for(first_audio, pbx))
+        assert created
+        with pytest.raises(TooManyJobs) as refused:
+            await service.submit(make_request_for(second_audio, pbx))
+        assert refused.value.retry_after_seconds >= 1
+        again, created = await service.submit(make_request_for(first_audio, pbx))
+        assert again.id == first.id and not created, "a retry attaches, never refused"
+        assert (await service.submit(make_request_for(second_audio, other)))[1]
+        assert await service.active_count(pbx) == 1 and (await store.stats()).queued == 2
+    finally:
+        service.close()
+
+
+def make_request_for(audio: bytes, owner: str) -> JobRequest:
+    return JobRequest(audio=audio, options=RecognitionOptions(), owner=owner, dialect="native")
 
 
 # -- retention --------------------------------------------------------------------------------------

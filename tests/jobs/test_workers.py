@@ -1,15 +1,21 @@
 """The worker pool with the real recognizer and the real bundled model: failures end jobs, never
-the pool, and the pool runs as many jobs at once as it has workers."""
+the pool; a store that cannot take a result for a while (another process's lock, a full disk)
+delays it, never loses it; and the pool runs as many jobs at once as it has workers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import re
 import sqlite3
 import struct
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import jiwer
@@ -17,7 +23,7 @@ import pytest
 
 from callpipe_asr.audio import AudioLimits, decode_audio
 from callpipe_asr.engines import ModelRegistry
-from callpipe_asr.errors import AudioError
+from callpipe_asr.errors import AudioError, StorageFull
 from callpipe_asr.jobs import Job, JobRequest, JobStatus
 from callpipe_asr.jobs.events import JobEvents
 from callpipe_asr.jobs.sqlite_store import SQLiteJobStore
@@ -72,15 +78,22 @@ StartPool = Callable[..., Awaitable[Pool]]
 async def start_pool(
     open_store: Any, model_settings: Settings, registry: ModelRegistry
 ) -> AsyncIterator[StartPool]:
-    """``await start_pool(workers=1, registry=None, store=None)``: a running pool with the real
-    recognizer (the shared real model unless a registry is given); stopped at teardown."""
+    """``await start_pool(workers=1, registry=None, store=None, wrap=None, **pool_options)``: a
+    running pool with the real recognizer (the shared real model unless a registry is given;
+    ``wrap(recognizer)`` may put a stand-in around it); stopped at teardown."""
     pools: list[WorkerPool] = []
 
-    async def start(workers: int = 1, registry_: Any = None, store: SQLiteJobStore | None = None) -> Pool:
+    async def start(
+        workers: int = 1,
+        registry_: Any = None,
+        store: SQLiteJobStore | None = None,
+        wrap: Callable[[Recognizer], Any] | None = None,
+        **pool_options: Any,
+    ) -> Pool:
         store = store or await open_store()
         events = JobEvents()
         recognizer = Recognizer(model_settings, registry_ or registry)
-        pool = WorkerPool(store, recognizer, events, workers, POLL_SECONDS)
+        pool = WorkerPool(store, wrap(recognizer) if wrap else recognizer, events, workers, POLL_SECONDS, **pool_options)
         pools.append(pool)
         await pool.start()
         return Pool(store, pool, events)
@@ -197,6 +210,165 @@ async def test_a_result_that_cannot_be_stored_fails_the_job_and_the_pool_goes_on
         failed = await wait_final(store, first)
         assert failed.status is JobStatus.FAILED and failed.error_code == "internal_error"
         assert_sensible(await wait_final(store, second), prompts["queue-thankyou"].text)
+    finally:
+        if running is not None:
+            await running.pool.stop()
+        await store.close()
+
+
+# -- the store cannot take a result for a while --------------------------------------------------------
+
+BUSY_TIMEOUT_MS = 200
+"""The store's SQLite busy timeout in these tests (the server's is 10 s): a lock held longer
+makes each write give up with ``StoreBusy`` quickly, so the test sees several tries."""
+LOCK_HELD_SECONDS = 2.5
+"""Longer than the busy timeout many times over: without retries the result would be lost."""
+
+
+class HoldsResultUntilAllowed:
+    """The real recognizer, except that once a job's text is ready it says so and waits for the
+    test's go-ahead before handing the text to the pool: the test takes the database's write lock
+    exactly between the recognition and the storing of its result."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self._recognizer = recognizer
+        self.recognised = threading.Event()
+        self.go_ahead = threading.Event()
+
+    def recognize(self, *args: Any, **kwargs: Any) -> Transcript:
+        transcript = self._recognizer.recognize(*args, **kwargs)
+        self.recognised.set()
+        assert self.go_ahead.wait(120), "the test never let the result through"
+        return transcript
+
+
+LOCK_SCRIPT = (
+    "import sqlite3, sys\n"
+    "connection = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "connection.execute('BEGIN IMMEDIATE')\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "connection.execute('ROLLBACK')\n"
+)
+
+
+@contextlib.contextmanager
+def write_lock_held_by_another_process(database: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the job database's write lock (``BEGIN IMMEDIATE``, as an
+    administrator's ``sqlite3`` session or a backup tool would) until the block ends."""
+    with subprocess.Popen(
+        [sys.executable, "-c", LOCK_SCRIPT, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            yield holder
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            holder.wait(10)
+
+
+async def _locked_store(open_store: Any) -> SQLiteJobStore:
+    store: SQLiteJobStore = await open_store()
+    store._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # before any worker uses the connection
+    return store
+
+
+async def test_a_lock_held_past_the_busy_timeout_as_a_job_ends_delays_its_result_but_never_loses_it(
+    start_pool: StartPool, open_store: Any, wait_final: Any, prompt: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the finish gave up after the busy timeout, the transcript was thrown away and the
+    job stayed ``running`` until the next start."""
+    store = await _locked_store(open_store)
+    gate: HoldsResultUntilAllowed | None = None
+
+    def wrap(recognizer: Recognizer) -> HoldsResultUntilAllowed:
+        nonlocal gate
+        gate = HoldsResultUntilAllowed(recognizer)
+        return gate
+
+    running = await start_pool(workers=1, store=store, wrap=wrap, result_retry_seconds=60)
+    assert gate is not None
+    job_id = await running.submit(prompt.audio)
+    assert await asyncio.to_thread(gate.recognised.wait, 120), "the job was never recognised"
+    with caplog.at_level(logging.WARNING, logger="callpipe_asr.jobs.workers"):
+        with write_lock_held_by_another_process(store._path):
+            gate.go_ahead.set()
+            await asyncio.sleep(LOCK_HELD_SECONDS)
+            held = await store.get(job_id)  # reads go on under the lock (WAL)
+            assert held is not None and held.status is JobStatus.RUNNING and held.error is None
+            retries = [r for r in caplog.records if "could not store its outcome" in r.getMessage()]
+            assert len(retries) >= 2, "the result was not tried again while the lock was held"
+        done = await wait_final(store, job_id, timeout=30)
+    assert_sensible(done, prompt.text)
+    assert done.attempts == 1, "stored, not recognised again"
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+
+
+async def test_a_lock_held_past_the_retry_time_leaves_the_job_for_the_recovery_and_says_so(
+    start_pool: StartPool, open_store: Any, wait_final: Any, prompts: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither the result nor a failure can be written while the lock lasts: the job stays
+    ``running`` (with an error line saying why and what happens next), the worker goes on, and
+    the recovery of the next start runs the job again."""
+    store = await _locked_store(open_store)
+    gate: HoldsResultUntilAllowed | None = None
+
+    def wrap(recognizer: Recognizer) -> HoldsResultUntilAllowed:
+        nonlocal gate
+        gate = HoldsResultUntilAllowed(recognizer)
+        return gate
+
+    running = await start_pool(workers=1, store=store, wrap=wrap, result_retry_seconds=1.0)
+    assert gate is not None
+    job_id = await running.submit(prompts["agent-alreadyon"].audio)
+    assert await asyncio.to_thread(gate.recognised.wait, 120)
+    with caplog.at_level(logging.WARNING, logger="callpipe_asr.jobs.workers"):
+        with write_lock_held_by_another_process(store._path):
+            gate.go_ahead.set()
+            deadline = time.monotonic() + 30
+            while not any("stays running" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the worker never gave up"
+                await asyncio.sleep(0.05)
+    left = await store.get(job_id)
+    assert left is not None and left.status is JobStatus.RUNNING and left.has_audio
+
+    other = await running.submit(prompts["conf-onlyperson"].audio)
+    assert_sensible(await wait_final(store, other), prompts["conf-onlyperson"].text)  # the worker goes on
+    assert await store.recover() == (1, 0)  # what the next start does
+    running.events.work_added()
+    again = await wait_final(store, job_id)
+    assert_sensible(again, prompts["agent-alreadyon"].text)
+    assert again.attempts == 2
+
+
+class DiskFullOnEveryFinish(SQLiteJobStore):
+    """Store stand-in: the real SQLite store, except that no result can be written, the way a
+    disk too full for a transcript is (a short failure still fits)."""
+
+    finishes = 0
+
+    async def finish(self, job_id: str, token: str, transcript: Transcript) -> bool:
+        self.finishes += 1
+        raise StorageFull("the server's disk is full; nothing was stored (free space in the data directory)")
+
+
+async def test_a_result_that_stays_unstorable_past_the_retry_time_fails_the_job_with_the_reason(
+    start_pool: StartPool, wait_final: Any, make_settings: Callable[..., Settings], prompts: Any
+) -> None:
+    settings = make_settings()
+    store = DiskFullOnEveryFinish(settings.database_path, settings.jobs)
+    await store.open()
+    running: Pool | None = None
+    try:
+        running = await start_pool(workers=1, store=store, result_retry_seconds=1.0)
+        job_id = await running.submit(prompts["vm-nomore"].audio)
+        failed = await wait_final(store, job_id)
+        assert failed.status is JobStatus.FAILED and failed.error_code == "result_not_stored"
+        assert failed.error is not None and "could not be stored" in failed.error and "disk is full" in failed.error
+        assert store.finishes >= 2, "tried again before giving up"
+        assert not failed.has_audio
     finally:
         if running is not None:
             await running.pool.stop()

@@ -404,8 +404,15 @@ def test_fields_become_recognition_options() -> None:
          "stream": ["true"], "response_format": ["TEXT"]},
         Task.TRANSCRIBE,
     )
-    expected = RecognitionOptions(model="gpt-4o-transcribe", language="en", prompt="Anna, Callpipe", temperature=0.2)
+    expected = RecognitionOptions(model="gpt-4o-transcribe", language="en", prompt="Anna, Callpipe", temperature=0.2,
+                                  word_timestamps=False)
     assert request.options == expected
+    # words are aligned only when the response shows them (the alignment pass costs ~10 % of the time)
+    words = dialect.parse_request({"response_format": ["verbose_json"], "timestamp_granularities[]": ["word"]},
+                                  Task.TRANSCRIBE)
+    segments = dialect.parse_request({"response_format": ["verbose_json"], "timestamp_granularities[]": ["segment"]},
+                                     Task.TRANSCRIBE)
+    assert words.options.word_timestamps and not segments.options.word_timestamps
     assert (request.response_format, request.stream) == ("text", True)
     translation = dialect.parse_request({"stream": ["true"]}, Task.TRANSLATE)
     assert translation.options.task is Task.TRANSLATE and not translation.stream and translation.response_format == "json"

@@ -190,6 +190,35 @@ async def test_concurrent_job_limit_refuses_new_jobs_but_lets_a_retry_attach(sta
     assert stats.queued == 2  # the refused job was taken back
 
 
+async def test_another_keys_job_is_as_unknown_as_a_missing_one(start: Start, prompt: Prompt) -> None:
+    """Each key sees only its own jobs: the native API (read, delete) and FusionPBX's poll answer
+    another key's job id exactly as they answer an unknown one, and the delete leaves the job be.
+    (The pages: ``test_page_uploads_need_the_forms_csrf_token_and_stay_with_their_key``; Watson,
+    Google and AssemblyAI: their provider tests.)"""
+    client = await start(keys={"voicemail": {"key": KEY}, "other": {"key": OTHER_KEY}})
+    mine, theirs = {"Authorization": f"Bearer {KEY}"}, {"Authorization": f"Bearer {OTHER_KEY}"}
+    form = FormData()
+    form.add_field("file", prompt.audio, filename="a.wav", content_type="audio/wav")
+    created = await client.post("/api/v1/jobs", data=form, headers=mine)
+    assert created.status == 202
+    job_id = (await created.json())["id"]
+
+    for method in ("GET", "DELETE"):
+        foreign = await client.request(method, f"/api/v1/jobs/{job_id}", headers=theirs)
+        unknown = await client.request(method, "/api/v1/jobs/no-such-job", headers=theirs)
+        assert foreign.status == unknown.status == 404
+        assert (await foreign.json())["error"]["code"] == (await unknown.json())["error"]["code"] == "not_found"
+    foreign_poll = await client.get(f"/j/{job_id}", headers=theirs)
+    unknown_poll = await client.get("/j/no-such-job", headers=theirs)
+    assert (foreign_poll.status, await foreign_poll.json()) == (unknown_poll.status, await unknown_poll.json())
+
+    own = await client.get(f"/api/v1/jobs/{job_id}", headers=mine)
+    assert own.status == 200 and (await own.json())["status"] == "queued", "another key's delete left it alone"
+    own_poll = await client.get(f"/j/{job_id}", headers=mine)
+    assert own_poll.status == 200 and (await own_poll.json())["status"] != (await unknown_poll.json())["status"]
+    assert (await client.delete(f"/api/v1/jobs/{job_id}", headers=mine)).status == 204
+
+
 async def test_key_defaults_fill_the_language_and_model_a_request_leaves_open(start: Start, prompt: Prompt) -> None:
     models = {"tiny.en": {}, "careful": {"beam_size": 2}}
     client = await start(keys={"pbx": {"key": KEY, "language": "en", "model": "careful"}, "plain": {"key": OTHER_KEY}},

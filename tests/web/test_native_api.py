@@ -79,6 +79,17 @@ async def test_wait_returns_the_finished_job_with_a_faithful_transcript(client: 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", job["finished_at"])
 
 
+async def test_word_timestamps_false_gives_the_text_without_words(client: TestClient, prompt: Prompt) -> None:
+    """What the voicemail Lua asks for: the same text, segments with times, no word alignment."""
+    response = await client.post("/api/v1/jobs", data=upload(prompt.audio, wait="120", word_timestamps="false"))
+    job = await response.json()
+    assert job["status"] == "done" and job["options"]["word_timestamps"] is False
+    transcript = job["transcript"]
+    assert word_error_rate(prompt.text, transcript["text"]) < 0.2
+    assert transcript["segments"] and all(s["words"] == [] for s in transcript["segments"])
+    assert all(0 <= s["start"] < s["end"] <= transcript["duration"] + 0.5 for s in transcript["segments"])
+
+
 async def test_accepted_job_is_polled_until_done(client: TestClient, prompts: dict[str, Prompt]) -> None:
     prompt = prompts["all-circuits-busy-now"]
     response = await client.post("/api/v1/jobs", data=upload(prompt.audio))
@@ -127,6 +138,7 @@ async def test_bad_requests_get_native_errors(client: TestClient, prompt: Prompt
         (await client.post("/api/v1/jobs", data=upload(prompt.audio, wait="soon")), 400, "invalid_request"),
         (await client.post("/api/v1/jobs", data=upload(prompt.audio, language="en; drop")), 400, "invalid_request"),
         (await client.post("/api/v1/jobs", data=upload(prompt.audio, channels="both")), 400, "invalid_request"),
+        (await client.post("/api/v1/jobs", data=upload(prompt.audio, word_timestamps="maybe")), 400, "invalid_request"),
         (await client.post("/api/v1/jobs", data=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=x"}), 400, None),
     ]
     for response, status, code in checks:
