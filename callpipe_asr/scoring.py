@@ -141,10 +141,13 @@ def aligned_errors(ref: list[str], hyp: list[str]) -> WordErrors:
 
 
 def normalize_other_language(text: str) -> str:
-    """The normaliser for languages other than English (Spanish and French prompts): lower
-    case, accents removed (``é`` -> ``e``, ``ñ`` -> ``n``, ``ç`` -> ``c``), apostrophes and hyphens
-    split words (``l'heure`` -> ``l heure``), other punctuation dropped; digits stay digits (their
-    spoken form differs per language). Letters of other scripts (Hangul) are kept."""
+    """The normaliser for languages other than English (Spanish, French, Italian and Russian
+    prompts): lower case, accents removed (``é`` -> ``e``, ``ñ`` -> ``n``, ``ç`` -> ``c``),
+    apostrophes and hyphens split words (``l'heure`` -> ``l heure``), other punctuation dropped;
+    digits stay digits (their spoken form differs per language). Letters of other scripts
+    (Cyrillic, Hangul) are kept, with their diacritics removed the same way (Russian ``ё`` ->
+    ``е``, which the reference texts and Whisper each write either way; ``й`` -> ``и`` on both
+    sides alike)."""
     decomposed = unicodedata.normalize("NFKD", text.lower())
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     for letter, spelled in (("œ", "oe"), ("æ", "ae"), ("ß", "ss")):

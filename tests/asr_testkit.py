@@ -52,11 +52,18 @@ def load_prompts() -> dict[str, Prompt]:
     }
 
 
+TONE_PROMPTS = frozenset({"beep", "beeperr", "confbridge-join", "confbridge-leave"})
+"""Prompts that are tones, not speech: most reference files describe them in brackets, the
+Italian one in plain words ("un suono beep")."""
+
+
 def load_language_prompts(language: str, min_words: int = 3) -> dict[str, Prompt]:
-    """The Asterisk prompts of another language (``es``, ``fr``: Debian's
+    """The Asterisk prompts of another language (``es``, ``fr``, ``it``, ``ru``: Debian's
     asterisk-core-sounds-<language>-wav, references in asterisk-core-sounds-<language>) that
     say at least ``min_words`` words, without digits (spoken differently per language) or sound
-    descriptions; sorted by name. Empty where the packages are missing."""
+    descriptions; sorted by name. Empty where the packages are missing. A ``?`` before the end
+    of a reference stands for a letter lost to a wrong encoding (the Italian file has "pu?" for
+    "può", "?" for "è"): such prompts are left out, their reference is not what was said."""
     references = Path(f"/usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz")
     sounds = Path(f"/usr/share/asterisk/sounds/{language}")
     if not references.exists():
@@ -66,7 +73,8 @@ def load_language_prompts(language: str, min_words: int = 3) -> dict[str, Prompt
         for line in handle:
             name, sep, text = line.partition(":")
             name, text = name.strip(), text.strip()
-            usable = sep and not line.startswith(";") and not any(c in text for c in "[(0123456789")
+            usable = (sep and not line.startswith(";") and name not in TONE_PROMPTS
+                      and not any(c in text for c in "[(<0123456789") and "?" not in text.rstrip("?. "))
             if usable and len(text.split()) >= min_words and (sounds / f"{name}.wav").exists():
                 prompts[name] = Prompt(name, sounds / f"{name}.wav", text)
     return dict(sorted(prompts.items()))

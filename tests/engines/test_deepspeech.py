@@ -2,15 +2,19 @@
 
 Inference runs against a STAND-IN (``deepspeech_standin.py``) that implements the packages'
 documented API: neither package installs on this Python and no DeepSpeech model is on PyPI. The
-start-up and error paths also run against the real packages where an old Python under pyenv has
-them (``deepspeech`` 0.9.3 on 3.9, ``stt`` 1.4.0 on 3.10); those tests skip, saying why, elsewhere.
+start-up and error paths also run against the real packages (``deepspeech`` 0.9.3 on Python 3.9,
+``stt`` 1.4.0 on 3.10) where pyenv has such a Python: the package is installed from PyPI once into
+a virtual environment kept in the pytest cache. Those tests skip, saying why, where there is no
+such Python or the package cannot be installed.
 """
 
 from __future__ import annotations
 
-import glob
+import fcntl
 import importlib.machinery
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,7 +45,7 @@ def stt_package(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         setattr(module, name, getattr(standin, name))
     module.__spec__ = importlib.machinery.ModuleSpec("stt", None)
     monkeypatch.setitem(sys.modules, "stt", module)
-    monkeypatch.setitem(sys.modules, "deepspeech", None)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "deepspeech", None)
     standin.Model.instances.clear()
     yield module
     standin.Model.instances.clear()
@@ -128,7 +132,7 @@ def test_start_up_errors_name_the_missing_file_or_package(
     (tmp_path / "broken.pbmm").write_bytes(b"garbage")
     with pytest.raises(EngineError, match="stt could not load .*broken.pbmm.*CreateModel failed"):
         DeepSpeechEngine("ds", tmp_path / "broken.pbmm", settings, tmp_path)
-    monkeypatch.setitem(sys.modules, "stt", None)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "stt", None)
     with pytest.raises(EngineError, match=r"stt or deepspeech.*callpipe-asr\[deepspeech\].*3\.9.*3\.10"):
         DeepSpeechEngine("ds", model_file, settings, tmp_path)
 
@@ -161,41 +165,108 @@ def _wav_bytes(samples: np.ndarray) -> bytes:
 
 # -- the real packages, on the old Pythons that have them ---------------------------------------
 
-REAL = [("3.9", "deepspeech"), ("3.10", "stt")]
+REAL = [("3.9", "deepspeech", "0.9.3"), ("3.10", "stt", "1.4.0")]
+"""(Python, package, version): the last release of each, and the only Python it has wheels for."""
+PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+INSTALL_TIMEOUT_SECONDS = 300
+"""For creating the cached environment and installing into it, once."""
+CHECK_TIMEOUT_SECONDS = 120
 REAL_CHECK = """
 from pathlib import Path
 from callpipe_asr.engines.deepspeech import DeepSpeechEngine, load_package
 from callpipe_asr.errors import EngineError
 from callpipe_asr.settings import ModelSettings
-print("package", load_package().__name__)
+package = load_package()
+print("package", package.__name__, package.version(), package.__file__)
 settings = ModelSettings(engine="deepspeech", source="x")
-for name in ("absent.pbmm", "broken.pbmm"):
+for name in ("absent.pbmm", "broken.pbmm", "broken.tflite"):
     try:
         DeepSpeechEngine("ds", Path(name), settings, Path("."))
     except EngineError as exc:
         print("error", exc)
+    else:
+        print("loaded", name)
 """
+"""Run by the old interpreter with the repository on its path: the whole adapter module and the
+parts of the package it imports (settings, errors, transcript: numpy and pyyaml) import there."""
 
 
-def _interpreter(version: str, package: str) -> str | None:
-    for python in sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python")):
-        probe = subprocess.run([python, "-c", f"import {package}, numpy, yaml"], capture_output=True, timeout=60)
-        if probe.returncode == 0:
-            return python
-    return None
+def _old_python(version: str) -> Path | None:
+    """The newest pyenv CPython ``version``.N (not a -dev or free-threaded build)."""
+    release = re.compile(rf"{re.escape(version)}\.\d+")
+    found = [p for p in PYENV_VERSIONS.glob(f"{version}.*/bin/python") if release.fullmatch(p.parts[-3])]
+    return max(found, key=lambda p: int(p.parts[-3].rsplit(".", 1)[1]), default=None)
 
 
-@pytest.mark.parametrize(("version", "package"), REAL, ids=[p for _, p in REAL])
-def test_start_up_errors_against_the_real_package(version: str, package: str, tmp_path: Path) -> None:
-    python = _interpreter(version, package)
+def _has(python: Path, package: str) -> bool:
+    probe = subprocess.run([str(python), "-c", f"import {package}, numpy, yaml"], capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+def _environment_with(python: Path, package: str, version: str, cache: Path) -> tuple[Path | None, str]:
+    """A Python with the real ``package`` (and numpy, pyyaml) installed: a virtual environment
+    made from ``python`` in ``cache`` once, and reused; else ``python`` itself when it already
+    has them. ``(None, why)`` when neither can be had (no PyPI access, for one)."""
+    environment = cache / f"{package}-{version}-py{python.parts[-3]}"
+    ready = environment / ".installed"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{environment.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two pytest processes at once build it once
+        if not ready.exists():
+            shutil.rmtree(environment, ignore_errors=True)  # a half-built one from an interrupted run
+            try:
+                subprocess.run([str(python), "-m", "venv", str(environment)], check=True, capture_output=True,
+                               timeout=INSTALL_TIMEOUT_SECONDS)
+                subprocess.run([str(environment / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                                "-q", f"{package}=={version}", "numpy<2", "pyyaml"],
+                               check=True, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                shutil.rmtree(environment, ignore_errors=True)
+                output = exc.stderr if isinstance(exc.stderr, str) else (exc.stderr or b"").decode(errors="replace")
+                why = (output.strip().splitlines() or [str(exc)])[-1]
+                if _has(python, package):
+                    return python, ""
+                return None, f"could not install {package}=={version} into a Python {python.parts[-3]} environment: {why}"
+            ready.touch()
+    return environment / "bin" / "python", ""
+
+
+@pytest.fixture(scope="session")
+def old_python_cache(pytestconfig: pytest.Config) -> Path:
+    """Where the old Pythons' environments are kept between runs: the pytest cache (also when
+    the cache plugin is off, at the same place)."""
+    cache = getattr(pytestconfig, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("callpipe-old-python-environments"))
+    return REPO / ".pytest_cache" / "d" / "callpipe-old-python-environments"
+
+
+@pytest.mark.parametrize(("version", "package", "release"), REAL, ids=[p for _, p, _ in REAL])
+def test_start_up_errors_against_the_real_package(
+    version: str, package: str, release: str, tmp_path: Path, old_python_cache: Path
+) -> None:
+    """The real ``deepspeech`` / ``stt``, installed from PyPI once into a cached environment of the
+    pyenv Python it has wheels for: no model exists to load, so what runs for real is start-up:
+    the package found and imported, a missing model file named by us, and a file that is not a
+    model refused by the real native library, its failure passed on in our error."""
+    python = _old_python(version)
     if python is None:
-        pytest.skip(f"no Python {version} with {package}, numpy and pyyaml under /root/.pyenv/versions "
-                    f"(pip install '{package}' 'numpy<2' pyyaml there to run this)")
+        pytest.skip(f"no Python {version} under {PYENV_VERSIONS}: {package} {release} has wheels only for {version}")
+    interpreter, why = _environment_with(python, package, release, old_python_cache)
+    if interpreter is None:
+        pytest.skip(why)
     (tmp_path / "broken.pbmm").write_bytes(b"not a model")
+    (tmp_path / "broken.tflite").write_bytes(b"TFL3 not a model either")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([python, "-c", REAL_CHECK], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(interpreter), "-c", REAL_CHECK], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=CHECK_TIMEOUT_SECONDS)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"package {package}"
-    assert "no DeepSpeech model file at absent.pbmm" in lines[1]
-    assert f"{package} could not load broken.pbmm: CreateModel failed" in lines[2]
+    _, name, found_version, location = lines[0].split(" ", 3)
+    assert (name, found_version) == (package, release)
+    assert "site-packages" in location and "deepspeech_standin" not in location
+    assert lines[1] == "error model 'ds': no DeepSpeech model file at absent.pbmm (a .pbmm or .tflite)"
+    for line, model in zip(lines[2:], ("broken.pbmm", "broken.tflite")):  # the native library's own words and code
+        refused = rf"error model 'ds': {package} could not load {model}: CreateModel failed with '.+' \(0x3\d{{3}}\)"
+        assert re.fullmatch(refused, line), line
+    assert len(lines) == 4, result.stdout

