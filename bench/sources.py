@@ -53,6 +53,34 @@ def speech_prompts(min_words: int = 3) -> list[Prompt]:
     return prompts
 
 
+TONE_PROMPTS = frozenset({"beep", "beeperr", "confbridge-join", "confbridge-leave"})
+"""Prompts that are tones, not speech: most reference files describe them in brackets, the
+Italian one in plain words ("un suono beep")."""
+
+
+def language_prompts(language: str, min_words: int = 3) -> list[Prompt]:
+    """The Asterisk prompts of another language (``es``, ``fr``, ``it``, ``ru``: Debian's
+    asterisk-core-sounds-<language>-wav, references in asterisk-core-sounds-<language>) that say
+    at least ``min_words`` words, without digits (spoken differently per language) or sound
+    descriptions; sorted by name. Empty where the packages are missing. A ``?`` before the end
+    of a reference stands for a letter lost to a wrong encoding (the Italian file has "pu?" for
+    "può", "?" for "è"): such prompts are left out, their reference is not what was said."""
+    references = Path(f"/usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz")
+    sounds = Path(f"/usr/share/asterisk/sounds/{language}")
+    if not references.exists():
+        return []
+    prompts: dict[str, Prompt] = {}
+    with gzip.open(references, "rt", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            name, sep, text = line.partition(":")
+            name, text = name.strip(), text.strip()
+            usable = (sep and not line.startswith(";") and name not in TONE_PROMPTS
+                      and not any(c in text for c in "[(<0123456789") and "?" not in text.rstrip("?. "))
+            if usable and len(text.split()) >= min_words and (sounds / f"{name}.wav").exists():
+                prompts[name] = Prompt(name, sounds / f"{name}.wav", text)
+    return [prompts[name] for name in sorted(prompts)]
+
+
 def sound_effect_prompts() -> list[Path]:
     """Prompts whose whole reference is a bracketed sound ("[this is a simple beep tone]"): real
     telephone tones recorded by Asterisk, no speech."""
