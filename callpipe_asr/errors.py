@@ -31,7 +31,9 @@ provider dialect renders the same error in its own native shape.
     ├── WaitTimeout               504  a synchronous wait ran out; the job goes on
     ├── NotReady                  503  model or store not ready yet
     │   ├── StorageFull           503  the data directory's disk is (nearly) full
-    │   ├── StoreBusy             503  the job database stayed locked by another process
+    │   ├── StoreBusy             503  the job database stayed locked by another process (Retry-After)
+    │   ├── StoreUnavailable      503  the job database cannot be reached: PostgreSQL down or
+    │   │                              restarting past the retries, no pooled connection (Retry-After)
     │   └── ShuttingDown          503  the server is stopping (SIGTERM): no new work
     └── EngineError               500  the engine raised
 """
@@ -45,6 +47,9 @@ class CallpipeError(Exception):
     status: int = 500
     code: str = "internal_error"
     retryable: bool = False
+    retry_after_seconds: int | None = None
+    """Seconds a client should wait before trying again, sent as ``Retry-After`` in every
+    dialect; None: no such advice."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -163,7 +168,7 @@ class QueueFull(CallpipeError):
 
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
+        self.retry_after_seconds: int = retry_after_seconds
 
 
 class RateLimited(QueueFull):
@@ -211,11 +216,27 @@ class StorageFull(NotReady):
     code = "storage_full"
 
 
+STORE_RETRY_AFTER_SECONDS = 5
+"""``Retry-After`` of a job store that cannot answer for now: the request already waited (SQLite's
+busy timeout, PostgreSQL's ``jobs.lease_seconds`` of retries), so a few seconds more, not a minute."""
+
+
 class StoreBusy(NotReady):
     """The job database stayed locked by another process past SQLite's busy timeout (a backup
     tool or a manual ``sqlite3`` session holding a write transaction). Nothing was changed."""
 
     code = "store_busy"
+    retry_after_seconds = STORE_RETRY_AFTER_SECONDS
+
+
+class StoreUnavailable(NotReady):
+    """The job database cannot be reached (PostgreSQL stopped, restarting or failing over for
+    longer than the store retries, ``jobs.lease_seconds``; every pooled connection lost). The
+    transaction rolled back; if only its acknowledgement was lost, the same request sent again
+    attaches to the job it made (duplicates)."""
+
+    code = "store_unavailable"
+    retry_after_seconds = STORE_RETRY_AFTER_SECONDS
 
 
 class ShuttingDown(NotReady):

@@ -11,6 +11,7 @@ process (an API process, a worker, the admin CLI) changed the queue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ from . import __version__
 from .engines import ModelRegistry, resolve_model_name
 from .engines.base import Engine
 from .errors import CallpipeError
-from .jobs import Job, JobService, JobStatus
+from .jobs import Job, JobService, JobStatus, QueueStats
 from .settings import Settings
 from .transcript import Transcript
 
@@ -33,6 +34,10 @@ REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 """Seconds: from a health check to FusionPBX's synchronous wait (its curl gives up at 4500 s)."""
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 """Recognition wall time per second of audio; above 1 the queue grows while calls keep coming."""
+STORE_SCRAPE_TIMEOUT_SECONDS = 3.0
+"""Seconds a scrape waits for the store's queue figures; past it ``store_up`` is 0 and the scrape
+answers anyway (a PostgreSQL store that is away retries for ``jobs.lease_seconds``, longer than
+Prometheus waits for a scrape, which would then lose this process's other metrics too)."""
 NO_KEY = ""
 """The ``key`` label of requests without one (no keys configured, or none presented)."""
 
@@ -135,9 +140,11 @@ class Metrics:
 
 
     async def _read_queue(self, service: JobService) -> None:
+        async def read() -> tuple[QueueStats, float | None]:
+            return await service.stats(), await service.oldest_queued_age()
+
         try:
-            stats = await service.stats()
-            age = await service.oldest_queued_age()
+            stats, age = await asyncio.wait_for(read(), STORE_SCRAPE_TIMEOUT_SECONDS)
         except Exception:  # a scrape must answer, and say the store did not
             log.warning("the job store did not answer the metrics scrape", exc_info=True)
             self.store_up.set(0)

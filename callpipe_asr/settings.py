@@ -131,7 +131,8 @@ class JobSettings:
     notification wakes them."""
     result_retry_seconds: float = 600.0
     """Seconds a worker keeps trying to store a finished job's outcome while the store cannot take
-    it (the SQLite file locked by another process past its 10 s busy timeout, the disk full), with
+    it (the SQLite file locked by another process past its 10 s busy timeout, the disk full,
+    PostgreSQL stopped or unreachable for longer than ``lease_seconds``), with
     growing pauses: the recognised text is not thrown away for a lock an administrator or a backup
     tool held a while. Past it the job is failed with the reason if that can be written, else it
     stays ``running`` (the log says so) until the next start (SQLite) or its lease runs out
@@ -305,6 +306,10 @@ class MetricsSettings:
     token: str = ""
     """Bearer token ``/metrics`` requires (Prometheus ``authorization: credentials``); empty:
     open to anyone who reaches the port."""
+    worker_port: int = 0
+    """TCP port on which ``callpipe-asr worker`` (which serves no API) answers ``GET /metrics``
+    for its own jobs, on ``server.host``, behind ``token`` when set; 0: no listener. ``serve``
+    ignores it (its ``/metrics`` is on ``server.port``)."""
 
 
 @dataclass(frozen=True)
@@ -505,6 +510,8 @@ def _validate(settings: Settings) -> None:
         problems.extend(_model_source_problems(name, model))
     if not 0 < settings.server.port < 65536:
         problems.append("server.port: must be between 1 and 65535")
+    if not 0 <= settings.metrics.worker_port < 65536:
+        problems.append("metrics.worker_port: must be 0 (no listener) or between 1 and 65535")
     if settings.server.max_upload_bytes < 1024:
         problems.append("server.max_upload_bytes: must be at least 1024")
     if settings.server.max_concurrent_uploads < 0:

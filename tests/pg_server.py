@@ -9,6 +9,7 @@ mode checkpoints), they never crash the machine under it, and every commit is st
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -91,6 +92,11 @@ class PostgresServer:
         """Stop (fast: open sessions are cut, as in a real restart) and start again."""
         self._pg_ctl("restart", "-m", "fast")
 
+    def halt(self) -> None:
+        """Stop the server and keep its data (fast: open sessions are cut with an administrator's
+        shutdown, new ones are refused), for an outage that lasts until :meth:`start`."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", str(START_TIMEOUT_SECONDS))
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
@@ -144,9 +150,9 @@ def _ensure_os_user(name: str) -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A real PostgreSQL server for the whole session, stopped and deleted at the end."""
+@contextlib.contextmanager
+def running_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server of its own while the block runs, stopped and deleted after it."""
     bindir = find_bindir()
     if bindir is None:
         pytest.fail("the PostgreSQL server (Debian package postgresql) is missing: run ./scripts/test")
@@ -156,3 +162,10 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session, stopped and deleted at the end."""
+    with running_server() as server:
+        yield server

@@ -81,6 +81,7 @@ def test_unknown_environment_key_is_rejected() -> None:
         ("models:\n  tiny.en:\n    engine: kaldi\n", "engine"),
         ("jobs:\n  store: redis\n", "jobs.store"),
         ("jobs:\n  result_retry_seconds: -1\n", "jobs.result_retry_seconds"),
+        ("metrics:\n  worker_port: 70000\n", "metrics.worker_port"),
         ("- a list\n", "mapping"),
         ("server: [1, 2]\n", "mapping"),
         ("server:\n  port: 1.5\n", "whole number"),

@@ -38,7 +38,7 @@ from typing import Callable, Mapping, Sequence
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..errors import CallpipeError, InvalidRequest, RemoteAccessDenied, RemoteRequestFailed
+from ..errors import CallpipeError, InvalidRequest, RemoteAccessDenied, RemoteRequestFailed, StoreBusy, StoreUnavailable
 from ..jobs import Job, JobProgress
 from ..jobs.store import JobStore
 from ..providers.native import job_document
@@ -214,7 +214,9 @@ class CallbackDispatcher:
         while True:
             try:
                 await self._dispatch_due()
-            except Exception:  # the store may be briefly unavailable; try again at the next poll
+            except (StoreBusy, StoreUnavailable) as exc:  # the store cannot answer for now; the next poll tries again
+                log.warning("looking for due callbacks failed: %s", exc.message)
+            except Exception:
                 log.exception("looking for due callbacks failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)

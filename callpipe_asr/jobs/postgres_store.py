@@ -16,7 +16,9 @@ caps, claim tokens, callbacks, retention), with what several processes need on t
 - **Workers** register the models they serve; a queued job whose model no live worker has served
   for ``unserved_model_wait_seconds`` ends failed with a reason saying so.
 - **A PostgreSQL restart** costs a pause, not an error: each operation is one transaction, retried
-  on a lost connection for up to ``lease_seconds``.
+  on a lost connection for up to ``lease_seconds``. A longer outage (the server stopped or
+  unreachable, no pooled connection in time) is our :class:`~callpipe_asr.errors.StoreUnavailable`
+  (each dialect's 503 with ``Retry-After``; workers try again later), never psycopg's exception.
 
 Times are Unix seconds from the injectable clock, as in SQLite: the machines' clocks must agree
 (NTP) to within a small part of ``lease_seconds``; fencing keeps results exactly-once regardless.
@@ -29,6 +31,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -36,11 +39,12 @@ import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from psycopg import AsyncConnection, OperationalError
+from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from ..engines import resolve_model_name
-from ..errors import QueueFull
+from ..errors import CallpipeError, QueueFull, StorageFull, StoreUnavailable
 from ..settings import Settings
 from ..transcript import Transcript
 from .events import JobEvents
@@ -66,6 +70,11 @@ WORKER_ROW_KEEP_SECONDS = SECONDS_PER_DAY
 RETRY_FIRST_DELAY_SECONDS = 0.05
 RETRY_MAX_DELAY_SECONDS = 1.0
 PING_TIMEOUT_SECONDS = 3.0
+POOL_RECONNECT_SECONDS = 5.0
+"""How long the pool keeps retrying one lost connection (its delays double from 1 s) before it
+gives that attempt up; the next operation then starts a fresh attempt at once. psycopg's default
+(5 minutes) would let the delay grow to a minute or more during a long outage, and the server
+would go on answering 503 for that long after PostgreSQL is back."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the SQLite schema (v2) plus the model a job runs on, claim leases and the workers.
@@ -190,28 +199,40 @@ class PostgresJobStore:
         self._held: set[str] = set()
         """Tokens of the claims this process holds; the heartbeat renews exactly these."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_trouble = -math.inf
+        """When (monotonic) an operation last found the database away; see :meth:`upkeep`."""
 
     # -- life cycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Apply pending migrations, then open the connection pool."""
+        """Apply pending migrations, then open the connection pool. A database that cannot be
+        reached is :class:`StoreUnavailable` (the reason logged), not psycopg's exception."""
         await self.migrate()
-        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-            self._dsn,
-            min_size=1,
-            max_size=self._settings.pool_size,
-            open=False,
-            # After a PostgreSQL restart every pooled connection is dead: test each on checkout.
-            check=AsyncConnectionPool.check_connection,
-            name="callpipe-asr-jobs",
-        )
-        await pool.open(wait=True, timeout=max(5.0, self._settings.lease_seconds))
+        try:
+            pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+                self._dsn,
+                min_size=1,
+                max_size=self._settings.pool_size,
+                open=False,
+                # After a PostgreSQL restart every pooled connection is dead: test each on checkout.
+                check=AsyncConnectionPool.check_connection,
+                reconnect_timeout=POOL_RECONNECT_SECONDS,
+                name="callpipe-asr-jobs",
+            )
+            await pool.open(wait=True, timeout=max(5.0, self._settings.lease_seconds))
+        except OperationalError as exc:  # PoolTimeout: no connection within the wait
+            log.error("cannot open the job database %s: %s", describe_dsn(self._dsn), _reason(exc))
+            raise _store_trouble(exc) from exc
         self._pool = pool
 
     async def migrate(self) -> int:
         """Upgrade the schema on a connection of its own (``callpipe-asr migrate`` and start-up)."""
-        async with await AsyncConnection.connect(self._dsn, autocommit=True) as connection:
-            return await migrate(connection)
+        try:
+            async with await AsyncConnection.connect(self._dsn, autocommit=True) as connection:
+                return await migrate(connection)
+        except OperationalError as exc:
+            log.error("cannot reach the job database %s: %s", describe_dsn(self._dsn), _reason(exc))
+            raise _store_trouble(exc) from exc
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -240,21 +261,32 @@ class PostgresJobStore:
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``work`` in one transaction, again on a lost connection (PostgreSQL restarting or
-        failing over) until ``lease_seconds`` have passed. Our own errors (QueueFull) roll back
-        and pass through untried."""
+        failing over) until ``lease_seconds`` have passed; then :class:`StoreUnavailable` (or
+        :class:`StorageFull` for the database server's full disk), never psycopg's exception,
+        so a client gets its dialect's 503 and a worker tries again later. Waiting for a pooled
+        connection counts against the same deadline. Our own errors (QueueFull) roll back and
+        pass through untried."""
         if self._pool is None:
             raise RuntimeError("the job store is not open")
-        deadline = time.monotonic() + self._settings.lease_seconds
+        started = time.monotonic()
+        deadline = started + self._settings.lease_seconds
         delay = RETRY_FIRST_DELAY_SECONDS
+        tries = 0
         while True:
             try:
-                async with self._pool.connection() as connection:
+                async with self._pool.connection(timeout=max(RETRY_FIRST_DELAY_SECONDS, deadline - time.monotonic())) as connection:
                     async with connection.transaction():
                         return await work(connection)
-            except OperationalError as exc:
+            except OperationalError as exc:  # PoolTimeout and psycopg.errors.AdminShutdown are ones too
+                tries += 1
+                self._last_trouble = time.monotonic()
                 if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("job database unavailable (%s); trying again in %.2f s", str(exc).strip() or type(exc).__name__, delay)
+                    log.warning("job database unavailable for %.1f s (%s); giving up this operation",
+                                time.monotonic() - started, _reason(exc))
+                    raise _store_trouble(exc) from exc
+                # One line per outage and operation at WARNING; every try would flood the log.
+                log.log(logging.WARNING if tries == 1 else logging.DEBUG,
+                        "job database unavailable (%s); trying again for up to %.0f s", _reason(exc), deadline - time.monotonic())
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX_DELAY_SECONDS, delay * 2)
 
@@ -272,17 +304,24 @@ class PostgresJobStore:
 
     async def _listen_forever(self, events: JobEvents, listening: asyncio.Event) -> None:
         """LISTEN on a connection of its own; reconnect after losing it (PostgreSQL restarted)."""
+        lost = False
         while True:
             try:
                 async with await AsyncConnection.connect(self._dsn, autocommit=True) as connection:
                     await connection.execute(f"LISTEN {WORK_CHANNEL}")
                     await connection.execute(f"LISTEN {ENDED_CHANNEL}")
                     listening.set()
+                    if lost:
+                        log.info("the job database's notifications are back")
+                        lost = False
                     events.work_added()  # whatever was notified while we were not listening
                     async for note in connection.notifies():
                         self._relay(note.channel, note.payload, events)
             except OperationalError as exc:
-                log.warning("lost the job database's notifications (%s); polling until they are back", exc)
+                # Once per outage at WARNING: the reconnection is tried every poll interval.
+                log.log(logging.DEBUG if lost else logging.WARNING,
+                        "lost the job database's notifications (%s); polling until they are back", _reason(exc))
+                lost = True
             await asyncio.sleep(self._settings.poll_interval_seconds)
 
     def _relay(self, channel: str, payload: str, events: JobEvents) -> None:
@@ -295,18 +334,38 @@ class PostgresJobStore:
         while True:
             try:
                 await self.upkeep()
-            except Exception:  # the database may be away; the next round tries again
+            except StoreUnavailable as exc:  # the database is away; the next round tries again
+                log.warning("job store upkeep skipped: %s", exc.message)
+            except Exception:
                 log.exception("job store upkeep failed")
             await asyncio.sleep(self._settings.heartbeat_seconds)
 
     async def upkeep(self) -> tuple[int, int, int]:
         """One round of what any process does for all: requeue or fail jobs whose lease ran out,
         fail jobs no worker can serve, forget long-gone workers. Returns (requeued, failed after
-        crashes, failed as unserved)."""
-        requeued, crashed = await self.recover()
-        unserved = await self.fail_unserved()
+        crashes, failed as unserved).
+
+        Just after an outage nothing is reaped (see :meth:`_leases_in_doubt`).
+        """
+        if self._leases_in_doubt():
+            requeued = crashed = unserved = 0
+        else:
+            requeued, crashed = await self.recover()
+            unserved = await self.fail_unserved()
         await self._run(self._forget_old_workers)
         return requeued, crashed, unserved
+
+    def _leases_in_doubt(self) -> bool:
+        """Whether this process found the database away within the last ``lease_seconds``.
+
+        After an outage longer than the lease every lease looks expired, the live workers' too,
+        until their next heartbeat renews them; meanwhile no job is taken from its worker (by
+        :meth:`upkeep` or :meth:`claim`), or a worker that kept its transcript through the outage
+        would see the job recognised a second time. (The claim tokens keep the results
+        exactly-once regardless; this saves the work.) A worker that really died loses its jobs
+        one lease later than otherwise.
+        """
+        return time.monotonic() - self._last_trouble < self._settings.lease_seconds
 
     async def register_worker(self, models: Sequence[str], slots: int) -> None:
         """From now on claim only jobs for ``models``, announce them in ``workers`` and keep
@@ -322,7 +381,9 @@ class PostgresJobStore:
             await asyncio.sleep(self._settings.heartbeat_seconds)
             try:
                 await self.heartbeat()
-            except Exception:  # the leases last lease_seconds: a few missed beats lose nothing
+            except StoreUnavailable as exc:  # the leases last lease_seconds: a few missed beats lose nothing
+                log.warning("worker heartbeat failed: %s", exc.message)
+            except Exception:
                 log.exception("worker heartbeat failed")
 
     async def heartbeat(self) -> int:
@@ -466,7 +527,8 @@ class PostgresJobStore:
 
     async def claim(self) -> ClaimedJob | None:
         """Take the oldest job this worker can run, counting the attempt: first a running job
-        whose lease ran out (its worker is gone) while it has attempts left, else a queued one.
+        whose lease ran out (its worker is gone) while it has attempts left, else a queued one
+        (only a queued one just after an outage: :meth:`_leases_in_doubt`).
 
         The job comes with ``options.model`` set to the model it was routed by at submit, so the
         worker runs exactly what its registration promised, whatever its own default model is.
@@ -477,7 +539,9 @@ class PostgresJobStore:
             # (no heartbeat renews it), so its lease runs out and the job is claimed again.
             token = secrets.token_hex(16)
             now = self._clock()
-            taken = await self._take(connection, token, now, "status = 'running' AND lease_expires_at < %(now)s AND attempts < %(max)s")
+            taken = None
+            if not self._leases_in_doubt():
+                taken = await self._take(connection, token, now, "status = 'running' AND lease_expires_at < %(now)s AND attempts < %(max)s")
             if taken is None:
                 taken = await self._take(connection, token, now, "status = 'queued'")
             if taken is None:
@@ -845,6 +909,21 @@ class _Duplicate(Exception):
     def __init__(self, job: Job) -> None:
         super().__init__(job.id)
         self.job = job
+
+
+def _reason(exc: OperationalError) -> str:
+    """psycopg's message on one line, for the log (it may name hosts: never sent to clients)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _store_trouble(exc: OperationalError) -> CallpipeError:
+    """The client's 503 for a database that cannot take an operation now (its transaction rolled
+    back, or never began): the database server's disk full is :class:`StorageFull`; anything
+    else (connection refused or lost, an administrator's shutdown, no pooled connection within
+    the wait) :class:`StoreUnavailable`. Neither message carries psycopg's (hosts, users)."""
+    if isinstance(exc, pg_errors.DiskFull):
+        return StorageFull("the job database's disk is full; nothing was stored")
+    return StoreUnavailable("the job store is unavailable (its database cannot be reached); try again shortly")
 
 
 async def _get(connection: Connection, job_id: str) -> Job | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..errors import StoreBusy, StoreUnavailable
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,8 @@ async def purge_forever(store: JobStore, interval_seconds: float) -> None:
             removed = await store.purge_expired()
             if removed:
                 log.info("retention purge removed %d expired jobs", removed)
-        except Exception:  # keep purging later; a failed purge loses nothing
+        except (StoreBusy, StoreUnavailable) as exc:  # keep purging later; a failed purge loses nothing
+            log.warning("retention purge failed: %s", exc.message)
+        except Exception:
             log.exception("retention purge failed")
         await asyncio.sleep(interval_seconds)

@@ -1,5 +1,6 @@
 """The worker role: ``callpipe-asr worker`` claims and runs jobs from the shared (PostgreSQL)
-store and serves no HTTP. Add machines by starting more of these.
+store and serves no API. Add machines by starting more of these. With ``metrics.worker_port``
+set it answers ``GET /metrics`` there for its own jobs (see :mod:`..web.metrics_listener`).
 
 It loads every model it serves before it registers them, so jobs are never claimed by a worker
 that cannot run them. SIGTERM or SIGINT stop it cleanly: the job it is running goes back to the
@@ -16,9 +17,11 @@ import signal
 
 from ..engines import ModelRegistry
 from ..engines.sources import installed_models
+from ..metrics import Metrics, TimedModelRegistry
 from ..pipeline import Recognizer
 from ..settings import ConfigError, Settings
 from .events import JobEvents
+from .service import JobService
 from .store import SharedJobStore, open_store
 from .workers import WorkerPool
 
@@ -45,18 +48,30 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     store = open_store(settings)
     if not isinstance(store, SharedJobStore):
         raise ConfigError("a separate worker needs jobs.store: postgresql://... (SQLite jobs belong to one serve process)")
-    registry = ModelRegistry(settings, concurrency=settings.jobs.workers)
+    metrics = Metrics(settings)
+    registry = TimedModelRegistry(settings, concurrency=settings.jobs.workers, metrics=metrics)
     await store.open()
+    events = JobEvents()
+    service = JobService(settings, store, events)  # only for the queue gauges of a scrape
+    pool: WorkerPool | None = None
+
+    async def exposition() -> bytes:
+        return await metrics.exposition(service, pool.size if pool else 0, pool.busy if pool else 0)
+
+    listener = None
     try:
+        if settings.metrics.worker_port:  # first, so a port that cannot be bound stops the start
+            from ..web.metrics_listener import start_metrics_listener
+
+            listener = await start_metrics_listener(settings, exposition)
         await store.recover()
-        events = JobEvents()
         await store.start_background(events)
         if not await _load_models(registry, settings.served_models, stop):
             return
         await register_until_done(store, settings)
         pool = WorkerPool(
             store, Recognizer(settings, registry), events, settings.jobs.workers, settings.jobs.poll_interval_seconds,
-            result_retry_seconds=settings.jobs.result_retry_seconds,
+            observer=metrics, result_retry_seconds=settings.jobs.result_retry_seconds,
         )
         await pool.start()
         log.info("worker ready: %d slot(s) for %s", settings.jobs.workers, ", ".join(settings.served_models))
@@ -66,6 +81,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         finally:
             await pool.stop()
     finally:
+        if listener is not None:
+            await listener.cleanup()
+        service.close()
         await store.close()
         registry.close()
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .. import logs
-from ..errors import CallpipeError, StorageFull, StoreBusy
+from ..errors import CallpipeError, StorageFull, StoreBusy, StoreUnavailable
 from ..pipeline import Recognizer
 from ..transcript import Transcript
 from .events import JobEvents
@@ -25,9 +25,13 @@ from .store import JobStore
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_STORE_ERRORS = (StoreBusy, StorageFull)
-"""What a store raises when it cannot take a write for now (another process's lock, a full disk)
-and nothing was changed: storing a job's outcome is tried again after these, never after a bug."""
+TRANSIENT_STORE_ERRORS = (StoreBusy, StorageFull, StoreUnavailable)
+"""What a store raises when it cannot take a write for now (another process's lock, a full disk,
+PostgreSQL stopped or restarting) and nothing was changed: storing a job's outcome, and claiming
+the next job, are tried again after these, never after a bug."""
+CLAIM_RETRY_MAX_DELAY_SECONDS = 30.0
+"""An idle worker whose claims meet a store that cannot answer waits longer after each failure,
+from ``poll_interval_seconds`` up to this (the store has already retried each claim itself)."""
 RESULT_RETRY_FIRST_DELAY_SECONDS = 0.5
 RESULT_RETRY_MAX_DELAY_SECONDS = 10.0
 """Pauses between tries to store an outcome double from the first up to this."""
@@ -107,13 +111,23 @@ class WorkerPool:
         self._executor.shutdown(wait=not self._abandoning, cancel_futures=True)
 
     async def _work(self, index: int) -> None:
+        failures = 0
         while not self._draining:
             try:
                 claimed = await self._claim()
-            except Exception:  # the store may be briefly unavailable; keep the worker alive
-                log.exception("worker %d could not claim a job", index)
-                await asyncio.sleep(self._poll)
+            except Exception as exc:  # the store may be unavailable for a while; keep the worker alive
+                failures += 1
+                delay = min(CLAIM_RETRY_MAX_DELAY_SECONDS, self._poll * 2 ** (failures - 1))
+                if isinstance(exc, TRANSIENT_STORE_ERRORS):
+                    log.warning("worker %d could not claim a job (%s); trying again in %.1f s", index, exc.message, delay)
+                else:
+                    log.exception("worker %d could not claim a job; trying again in %.1f s", index, delay)
+                # A wake-up (the store's connection back, a drain) ends the pause early.
+                await self._events.wait_for_work(delay)
                 continue
+            if failures:
+                log.info("worker %d claims jobs again after %d failed tries", index, failures)
+                failures = 0
             if claimed is None:
                 await self._events.wait_for_work(self._poll)
                 continue
@@ -184,7 +198,8 @@ class WorkerPool:
         return the state it ended in; None when nothing could be stored and it stays ``running``.
 
         Why the retries: a write can meet the store unable to take it for a while (the SQLite
-        file locked by another process past its busy timeout, a full disk). Giving up at once
+        file locked by another process past its busy timeout, a full disk, PostgreSQL stopped or
+        restarting for longer than the store's own retries). Giving up at once
         would throw the recognised text away and leave the job ``running`` until the next start
         (SQLite recovers only then). So the write is tried again, with growing pauses, for up to
         ``result_retry_seconds``. Past that a result is replaced by a failure naming the reason,

@@ -630,6 +630,6 @@ def _details(error: CallpipeError) -> list[dict[str, Any]]:
             "domain": "googleapis.com",
             "metadata": {"service": "speech.googleapis.com"},
         }]
-    if isinstance(error, QueueFull):
+    if error.retry_after_seconds is not None:  # a full queue, a job store away for now
         return [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{error.retry_after_seconds}s"}]
     return []

@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import CallpipeError, PayloadTooLarge, QueueFull
+from ..errors import CallpipeError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def renders_errors(renderer: ErrorRenderer) -> Callable[[Handler], Handler]:
 
 
 def retry_headers(error: CallpipeError) -> dict[str, str]:
-    if isinstance(error, QueueFull):
+    """``Retry-After`` where the error advises a wait (a full queue, a job store that cannot
+    answer for now); every dialect's renderer adds these to its own shape."""
+    if error.retry_after_seconds is not None:
         return {"Retry-After": str(error.retry_after_seconds)}
     return {}
 

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jiwer
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 
@@ -223,3 +227,91 @@ def test_serve_alone_still_does_both_on_postgresql(
     server.stop()
     assert server.process.returncode == 0, server.log()
     assert rows(dsn, "SELECT stopped_at IS NOT NULL FROM workers") == [(True,)]
+
+
+# -- a worker's own metrics -----------------------------------------------------------------------------
+
+METRICS_TOKEN = "worker-scrape-token-0123"
+
+
+def scrape(port: int, token: str | None = METRICS_TOKEN) -> tuple[int, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    """``GET /metrics`` of a worker: the status and, when 200, every sample by name and labels."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read().decode()
+            assert answer.headers["Content-Type"].startswith("text/plain; version=")
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, {}
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+    return 200, samples
+
+
+def test_a_worker_serves_its_own_metrics_on_metrics_worker_port(
+    postgres_server: Any, start_server: Callable[..., Any], start_worker: Callable[[Path], Worker],
+    tmp_path: Path, prompt: Any,
+) -> None:
+    """``callpipe-asr worker`` serves no API, so its jobs never reach the API process's /metrics;
+    with ``metrics.worker_port`` it answers them itself, behind the metrics token."""
+    dsn = postgres_server.fresh_database()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = write_config(tmp_path / "callpipe-asr.yaml", dsn)
+    config.write_text(config.read_text() + f"metrics:\n  token: {METRICS_TOKEN}\n  worker_port: {port}\n")
+    api = start_server(tmp_path / "api", args=("--role", "api"), CALLPIPE_ASR_CONFIG=str(config))
+    worker = start_worker(config)
+
+    def listening() -> bool:
+        try:
+            return scrape(port)[0] == 200
+        except OSError:  # not listening yet
+            return worker.process.poll() is not None
+    wait_until(listening, "the worker's metrics listener up", 90, worker.log)
+    assert worker.process.poll() is None, worker.log()
+    assert scrape(port, token=None)[0] == 401 and scrape(port, token="wrong")[0] == 401
+    wait_until(lambda: rows(dsn, "SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL")[0][0] == 1,
+               "the worker registered", 90, worker.log)
+
+    answer = api.post_job(prompt.audio, filename="metered.wav", wait="90")
+    assert answer.status == 200, answer.body
+    duration = answer.json()["transcript"]["duration"]
+
+    done = ("callpipe_asr_jobs_total", (("dialect", "native"), ("state", "done")))
+    samples = wait_until(lambda: (lambda s: s if s.get(done) == 1.0 else None)(scrape(port)[1]),
+                         "the worker's done counter at 1", 30, worker.log)
+    assert samples[("callpipe_asr_audio_seconds_total", (("model", "tiny.en"),))] == pytest.approx(duration, abs=0.1)
+    assert samples[("callpipe_asr_real_time_factor_count", (("model", "tiny.en"),))] == 1.0
+    assert samples[("callpipe_asr_model_load_seconds", (("model", "tiny.en"),))] > 0
+    assert samples[("callpipe_asr_worker_busy_seconds_total", ())] > 0
+    assert samples[("callpipe_asr_workers", ())] == 2.0, "jobs.workers (the default)"
+    assert samples[("callpipe_asr_store_up", ())] == 1.0
+    assert samples[("callpipe_asr_queue_jobs", (("state", "queued"),))] == 0.0
+
+    api_scrape = api.get("/metrics", Authorization=f"Bearer {METRICS_TOKEN}")
+    assert api_scrape.status == 200
+    assert 'callpipe_asr_jobs_total{dialect="native",state="done"}' not in api_scrape.body.decode(), \
+        "the API process ran no job: only the worker's listener shows it"
+
+    assert worker.stop() == 0, worker.log()
+    with pytest.raises(OSError):
+        scrape(port)
+    api.stop()
+
+
+def test_a_worker_whose_metrics_port_is_taken_stops_at_start_saying_so(postgres_server: Any, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        config = write_config(tmp_path / "callpipe-asr.yaml", postgres_server.fresh_database())
+        config.write_text(config.read_text() + f"metrics:\n  worker_port: {port}\n")
+        result = subprocess.run([sys.executable, "-m", "callpipe_asr", "worker", "--config", str(config),
+                                 "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"metrics.worker_port: cannot listen on 127.0.0.1:{port}" in result.stderr
