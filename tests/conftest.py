@@ -1,6 +1,9 @@
 """Shared fixtures: real Asterisk prompts with their reference texts, and settings in a temp dir.
-Plain helpers (Prompt, word_error_rate) live in ``asr_testkit``; they are re-exported here for
-modules that still import them from ``conftest``."""
+
+Plain helpers live in importable modules (``asr_testkit``: Prompt, word_error_rate;
+``server_testkit``: server processes; ``ops_testkit``), never in a conftest: every ``conftest.py``
+outside a package is imported under the one module name ``conftest``, so ``from conftest import``
+reaches whichever folder's conftest pytest imported last."""
 
 from __future__ import annotations
 
@@ -9,11 +12,9 @@ from typing import Any, Callable
 
 import pytest
 
-from asr_testkit import REFERENCES, SOUNDS_DIR, Prompt, load_prompts, normalize_text, word_error_rate
+from asr_testkit import REFERENCES, Prompt, load_prompts
 from pg_server import postgres_server  # noqa: F401 - one PostgreSQL server for the whole session
 from callpipe_asr.settings import Settings, load_settings
-
-__all__ = ["Prompt", "SOUNDS_DIR", "normalize_text", "word_error_rate"]
 
 
 @pytest.fixture(scope="session")

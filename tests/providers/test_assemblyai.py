@@ -6,53 +6,31 @@ listing, deletion), a real HTTP peer for remote audio and webhooks, plus the pur
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import assemblyai as aai
 import pytest
 import requests
 
+from asr_testkit import word_error_rate
 from callpipe_asr.errors import QueueFull
 from callpipe_asr.jobs import Job, JobStatus
 from callpipe_asr.providers import assemblyai as dialect
 from callpipe_asr.transcript import ChannelMode, RecognitionOptions, Segment, Transcript, Word
 from callpipe_asr.web.routes_assemblyai import render_assemblyai_error
+from server_testkit import TEST_KEY, Server, launch, stop
 
 OTHER_KEY = "other-key-9876543210"
 POLL_SECONDS = 0.2
 TIMEOUT_SECONDS = 120
 WEBHOOK_HEADER = ("X-Webhook-Secret", "s3cret")
 
-
-def _conftest(relative_path: str) -> ModuleType:
-    """A conftest's plain helpers, loaded from its file under a private name: ``from conftest
-    import`` reaches whichever folder's conftest pytest imported last (tests/web's, when the
-    whole suite runs)."""
-    name = "_callpipe_tests_" + (relative_path.removesuffix("conftest.py").strip("/") or "root") + "_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative_path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-word_error_rate: Callable[[str, str], float] = _conftest("conftest.py").word_error_rate
-_providers = _conftest("providers/conftest.py")
-TEST_KEY = _providers.TEST_KEY
-Server = _providers.Server
-launch = _providers.launch
-stop = _providers.stop
 
 
 def assert_assemblyai_error(status: int, body: Any, expected_status: int) -> str:

@@ -6,46 +6,25 @@ translation in ``callpipe_asr.providers.azure``.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
-import sys
 import wave
-from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
+from asr_testkit import word_error_rate
 from callpipe_asr.errors import AuthenticationFailed, InvalidRequest, JobFailed, QueueFull
 from callpipe_asr.providers import azure as dialect
 from callpipe_asr.transcript import Segment, Transcript, Word
 from callpipe_asr.web.routes_azure import render_azure_error
+from server_testkit import TEST_KEY, Server
 
 TIMEOUT_SECONDS = 120
 WAV_TYPE = "Content-Type: audio/wav; codecs=audio/pcm; samplerate=16000"
 
-
-def _conftest(relative_path: str) -> ModuleType:
-    """A conftest's plain helpers, loaded from its file under a private name: ``from conftest
-    import`` reaches whichever folder's conftest pytest imported last (tests/web's, when the
-    whole suite runs)."""
-    name = "_callpipe_tests_" + (relative_path.removesuffix("conftest.py").strip("/") or "root") + "_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative_path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-word_error_rate: Callable[[str, str], float] = _conftest("conftest.py").word_error_rate
-_providers = _conftest("providers/conftest.py")
-TEST_KEY = _providers.TEST_KEY
-Server = _providers.Server
 
 
 def assert_azure_error(status: int, body: Any, expected_status: int) -> str:

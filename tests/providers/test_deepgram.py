@@ -10,16 +10,13 @@ and headerless bodies are made from real Asterisk prompts with numpy and the std
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import queue
-import sys
 import threading
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -33,16 +30,17 @@ from deepgram.environment import DeepgramClientEnvironment
 from deepgram.errors import BadRequestError
 from deepgram.types import ListenV1Response
 
+from asr_testkit import word_error_rate
 from callpipe_asr.errors import QueueFull, WaitTimeout
 from callpipe_asr.jobs import Job, JobStatus
 from callpipe_asr.providers import deepgram
 from callpipe_asr.transcript import RecognitionOptions, Segment, Transcript, Word
 from callpipe_asr.web.routes_deepgram import render_deepgram_error
-from conftest import TEST_KEY, Server, launch, stop
+from server_testkit import TEST_KEY, Server, launch, stop
 
 pytestmark = [
     pytest.mark.filterwarnings(
-        # conftest.launch hands Popen an unclosed log file object (the child keeps its own descriptor)
+        # server_testkit.launch hands Popen an unclosed log file object (the child keeps its own descriptor)
         r"ignore:Exception ignored in. <_io.FileIO name='.*server\.log':pytest.PytestUnraisableExceptionWarning"
     ),
     # deepgram-sdk 7.17.0 imports websockets' legacy names (deprecated in websockets 14) when its
@@ -53,20 +51,6 @@ pytestmark = [
 
 STEREO_PROMPTS = ("agent-pass", "conf-onlyperson")
 
-
-def _root_conftest() -> ModuleType:
-    """``tests/conftest.py``'s helpers: ``from conftest import`` here reaches this folder's conftest."""
-    name = "_callpipe_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-word_error_rate: Callable[[str, str], float] = _root_conftest().word_error_rate
 
 
 # --- the one native error assertion ----------------------------------------------------------

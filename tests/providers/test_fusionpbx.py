@@ -8,53 +8,32 @@ What FusionPBX sends is in ``docs/fusionpbx.md`` §1A (5.3+ ``local`` and ``open
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
-import sys
 import time
 import uuid
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Literal
 
 import numpy as np
 import pytest
 
+from asr_testkit import word_error_rate
 from callpipe_asr.errors import InvalidRequest, NotFound, WaitTimeout
 from callpipe_asr.jobs import Job, JobStatus
 from callpipe_asr.providers import fusionpbx
 from callpipe_asr.providers.fusionpbx import ReplyFormat
 from callpipe_asr.transcript import RecognitionOptions, Segment, Transcript
+from server_testkit import TEST_KEY, Server
 
 CURL_TIMEOUT_SECONDS = 180
 EXPECT_THRESHOLD_BYTES = 1024 * 1024
 """libcurl (7.88 here) adds ``Expect: 100-continue`` by itself above 1 MiB of POST body."""
 POLL_INTERVAL_SECONDS = 0.2
 
-
-def _conftest(path: Path, name: str) -> ModuleType:
-    """A conftest's plain helpers, loaded by path under a private name: every conftest outside a
-    package is imported as ``conftest``, so ``from conftest import`` reaches whichever one pytest
-    loaded last (``tests/web``'s when both folders are on the command line)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_providers = _conftest(Path(__file__).with_name("conftest.py"), "_callpipe_tests_providers_conftest")
-TEST_KEY: str = _providers.TEST_KEY
-Server = _providers.Server
-word_error_rate: Callable[[str, str], float] = _conftest(
-    Path(__file__).resolve().parents[1] / "conftest.py", "_callpipe_tests_root_conftest"
-).word_error_rate
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,14 @@ the ``google.rpc.Status`` body the SDK parsed.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import math
 import subprocess
-import sys
 import time
 import wave
-from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -31,36 +28,17 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import speech_v1, speech_v1p1beta1
 
+from asr_testkit import word_error_rate
 from callpipe_asr.errors import CorruptAudio, InvalidRequest, QueueFull, WaitTimeout
 from callpipe_asr.jobs import Job, JobProgress, JobStatus
 from callpipe_asr.providers import google as dialect
 from callpipe_asr.transcript import AudioHints, ChannelMode, RecognitionOptions, Segment, Transcript, Word
 from callpipe_asr.web.routes_google import render_google_error
+from server_testkit import TEST_KEY, Server, launch, stop
 
 OTHER_KEY = "other-key-9876543210"
 TIMEOUT_SECONDS = 120
 
-
-def _conftest(relative_path: str) -> ModuleType:
-    """A conftest's plain helpers, loaded from its file under a private name: ``from conftest
-    import`` reaches whichever folder's conftest pytest imported last (tests/web's, when the
-    whole suite runs)."""
-    name = "_callpipe_tests_" + (relative_path.removesuffix("conftest.py").strip("/") or "root") + "_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative_path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-word_error_rate: Callable[[str, str], float] = _conftest("conftest.py").word_error_rate
-_providers = _conftest("providers/conftest.py")
-TEST_KEY = _providers.TEST_KEY
-Server = _providers.Server
-launch = _providers.launch
-stop = _providers.stop
 
 
 def assert_google_error(status: int, body: Any, expected_status: int, grpc_status: str) -> dict[str, Any]:

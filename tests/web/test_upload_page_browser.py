@@ -24,7 +24,8 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import Prompt, UploadPageServer, word_error_rate
+from asr_testkit import Prompt, word_error_rate
+from server_testkit import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -101,14 +102,14 @@ def wait_for_transcript(driver: WebDriver) -> str:
     return job_id
 
 
-def choose_and_submit(driver: WebDriver, server: UploadPageServer, recording: Path) -> None:
+def choose_and_submit(driver: WebDriver, server: Server, recording: Path) -> None:
     driver.get(server.url + "/")
     assert driver.title.startswith("Transcribe a recording")
     driver.find_element(By.ID, "file").send_keys(str(recording))
     driver.find_element(By.ID, "submit").click()
 
 
-def check_downloads(driver: WebDriver, server: UploadPageServer, job_id: str) -> None:
+def check_downloads(driver: WebDriver, server: Server, job_id: str) -> None:
     hrefs = {link.get_attribute("href") for link in driver.find_elements(By.CSS_SELECTOR, ".actions a[download]")}
     assert hrefs == {f"{server.url}/transcripts/{job_id}.{ext}" for ext in FORMATS}
     for href in sorted(hrefs):
@@ -118,7 +119,7 @@ def check_downloads(driver: WebDriver, server: UploadPageServer, job_id: str) ->
 
 
 def test_upload_with_javascript(
-    upload_page_server: UploadPageServer, upload_page_browser: BrowserFactory, screenshots: Path, prompt: Prompt
+    upload_page_server: Server, upload_page_browser: BrowserFactory, screenshots: Path, prompt: Prompt
 ) -> None:
     started = time.monotonic()
     driver = upload_page_browser(javascript=True)
@@ -148,7 +149,7 @@ def test_upload_with_javascript(
 
 
 def test_upload_without_javascript(
-    upload_page_server: UploadPageServer,
+    upload_page_server: Server,
     upload_page_browser: BrowserFactory,
     screenshots: Path,
     prompts: dict[str, Prompt],
