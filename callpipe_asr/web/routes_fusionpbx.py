@@ -7,13 +7,15 @@ waits for the result (its curl waits up to 4500 s; we wait ``server.sync_wait_se
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from typing import Any, Callable
 
 from aiohttp import web
 
-from ..errors import CallpipeError, NotFound, PayloadTooLarge
+from ..errors import CallpipeError, NotFound, PayloadTooLarge, StoreBusy, StoreUnavailable
 from ..jobs import Job, JobRequest
 from ..providers import fusionpbx
 from .auth import bearer_token
@@ -22,6 +24,9 @@ from .state import KEYS, RUNTIME, SETTINGS
 from .uploads import UploadForm, read_upload_form
 
 log = logging.getLogger(__name__)
+
+STORE_RETRY_FIRST_PAUSE_SECONDS = 1.0
+STORE_RETRY_MAX_PAUSE_SECONDS = 15.0
 
 FailureRenderer = Callable[[web.Request, CallpipeError], web.Response]
 
@@ -52,6 +57,24 @@ def _owner(request: web.Request) -> str | None:
     """FusionPBX sends ``Authorization: Bearer <api_key>``, with nothing after ``Bearer`` when
     no key is set; that passes only while the server has no keys configured."""
     return request.app[KEYS].owner(bearer_token(request))
+
+
+async def _submit_patiently(request: web.Request, form: UploadForm, owner: str | None, seconds: float) -> Job:
+    """:func:`_submit`, retried while the job store is locked or unreachable, for up to
+    ``seconds``: FusionPBX mails whatever a failed ``/transcribe`` answers (an empty transcript),
+    and its curl waits far longer than a database restart takes. A duplicate of a submission
+    whose acknowledgement was lost attaches to the job it made."""
+    deadline = time.monotonic() + seconds
+    pause = STORE_RETRY_FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            return await _submit(request, form, owner)
+        except (StoreBusy, StoreUnavailable) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("FusionPBX upload waits for the job store (%s); again in %.0f s", exc.code, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, STORE_RETRY_MAX_PAUSE_SECONDS)
 
 
 async def _submit(request: web.Request, form: UploadForm, owner: str | None) -> Job:
@@ -97,8 +120,10 @@ async def transcribe(request: web.Request) -> web.StreamResponse:
         fmt = fusionpbx.reply_format(
             request.query.get("format"), form.fields.get("response_format"), settings.providers.fusionpbx_json_message
         )
-        job = await _submit(request, form, owner)
-        job = await request.app[RUNTIME].service.wait(job.id, settings.server.sync_wait_seconds)
+        started = time.monotonic()
+        job = await _submit_patiently(request, form, owner, settings.server.sync_wait_seconds)
+        waited = time.monotonic() - started
+        job = await request.app[RUNTIME].service.wait(job.id, max(0.0, settings.server.sync_wait_seconds - waited))
         body = fusionpbx.render_transcript(fusionpbx.transcript_of(job), fmt)
     except CallpipeError as exc:
         return _transcribe_failure(exc, fmt)
