@@ -38,6 +38,7 @@ from typing import Callable, Mapping, Sequence
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..aio import cancel_and_wait
 from ..errors import CallpipeError, InvalidRequest, RemoteAccessDenied, RemoteRequestFailed, StoreBusy, StoreUnavailable
 from ..jobs import Job, JobProgress
 from ..jobs.store import JobStore
@@ -194,11 +195,7 @@ class CallbackDispatcher:
         """Stop polling and cancel deliveries under way; those stay pending and are sent after
         the next start."""
         tasks = [t for t in (self._loop_task, *self._in_flight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         self._loop_task = None
         self._in_flight.clear()
 

@@ -43,6 +43,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from ..aio import cancel_and_wait
 from ..engines import resolve_model_name
 from ..errors import CallpipeError, QueueFull, StorageFull, StoreUnavailable
 from ..settings import Settings
@@ -235,11 +236,7 @@ class PostgresJobStore:
             raise _store_trouble(exc) from exc
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self._pool is None:
             return

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .. import logs
+from ..aio import cancel_and_wait
 from ..errors import CallpipeError, StorageFull, StoreBusy, StoreUnavailable
 from ..pipeline import Recognizer
 from ..transcript import Transcript
@@ -102,11 +103,7 @@ class WorkerPool:
         self._tasks = [asyncio.create_task(self._work(index), name=f"worker-{index}") for index in range(self._size)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         self._executor.shutdown(wait=not self._abandoning, cancel_futures=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import AsyncIterator
 
@@ -11,6 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from ..aio import cancel_and_wait
 from ..engines.registry import unload_idle_forever
 from ..integrations.callbacks import CallbackDispatcher, load_callback_renderers
 from ..jobs import JobService
@@ -101,11 +101,7 @@ def _job_system(run_workers: bool):  # type: ignore[no-untyped-def]
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(background)
             await callbacks.stop()
             await pool.stop()
             service.close()
