@@ -34,13 +34,10 @@ RAW_ENCODINGS = {"s16le": "s16le", "s16be": "s16be", "mulaw": "mulaw", "alaw": "
 MAX_SAMPLE_RATE_HZ = 768_000
 """Hertz; no recording has more. A damaged header's absurd rate (hundreds of MHz) costs FFmpeg's
 resampler seconds and hundreds of MB to set up, or fails it outright."""
-MAX_INVALID_PACKET_SHARE = 0.05
-"""Share of packets a decoder may refuse before the file counts as damaged (a truncated last
-block is one packet; a file of garbage fails nearly all of them)."""
 WAV_PACKET_BYTES = 65_536
-"""Bytes per packet FFmpeg's WAV demuxer reads (its default, 4096, gave 512-sample packets of 8 kHz
-audio: each one a decode, a resample and an array of its own). 64 KiB made decoding a PCM
-voicemail about 40 % faster, with the same samples."""
+"""Bytes per packet FFmpeg's WAV demuxer reads from a PCM WAV (its default gave 512-sample packets
+of 8 kHz audio: each one a decode, a resample and an array of its own). 64 KiB made decoding a
+PCM voicemail about 40 % faster, with the same samples."""
 IDENTICAL_CHANNEL_TOLERANCE = 1e-3
 """Mean absolute difference (full scale 1.0) under which two channels count as the same signal."""
 
@@ -92,7 +89,7 @@ def decode_audio(
     channel_mode: ChannelMode = ChannelMode.MIX,
 ) -> DecodedAudio:
     """Decode to 16 kHz float32: one array per channel read apart, or one mixed array."""
-    with _open(data, hints) as container:
+    with _open_for_decoding(data, hints) as container:
         stream = _audio_stream(container)
         channels = _channel_count(stream)
         _check_channels(channels, limits)
@@ -126,7 +123,27 @@ def sniff_raw_format(data: bytes) -> str | None:
     return None
 
 
-def _open(data: bytes, hints: AudioHints | None) -> Any:
+def _open_for_decoding(data: bytes, hints: AudioHints | None) -> Any:
+    """:func:`_open`, with a PCM WAV opened again to be read in :data:`WAV_PACKET_BYTES` packets.
+
+    Only PCM (``pcm_*``: linear, μ-law, A-law): its samples are independent of the packets. Block
+    codecs (GSM, ADPCM) keep FFmpeg's packets, whose decoders check each packet's headers: in one
+    large packet a damaged block in the middle went unnoticed (the ADPCM upload page test)."""
+    container = _open(data, hints)
+    try:
+        plain_wav = container.format.name == "wav" and hints is None
+        context = container.streams.audio[0].codec_context if container.streams.audio else None
+        codec = context.name if context is not None else ""  # None: a codec FFmpeg does not know
+    except Exception:
+        container.close()
+        raise
+    if not (plain_wav and codec.startswith("pcm_")):
+        return container
+    container.close()
+    return _open(data, hints, {"max_size": str(WAV_PACKET_BYTES)})
+
+
+def _open(data: bytes, hints: AudioHints | None, demuxer_options: dict[str, str] | None = None) -> Any:
     if not data:
         raise EmptyAudio("the audio is empty (0 bytes)")
     fmt: str | None = None
@@ -140,7 +157,7 @@ def _open(data: bytes, hints: AudioHints | None) -> Any:
         options = {"sample_rate": str(hints.sample_rate_hz), "ch_layout": f"{hints.channels or 1}c"}
     else:
         fmt = sniff_raw_format(data)
-        options = {"max_size": str(WAV_PACKET_BYTES)}  # read by FFmpeg's WAV demuxer; others ignore it
+        options = dict(demuxer_options or {})
     try:
         return av.open(io.BytesIO(data), mode="r", format=fmt, options=options)
     except av.FFmpegError as exc:
@@ -201,32 +218,37 @@ def _decodes_something(container: Any, stream: Any) -> bool:
 
 
 def _frames(container: Any, stream: Any) -> Iterator[Any]:
-    """Every decoded frame, skipping the packets the decoder refuses as invalid data.
+    """Every decoded frame; a short last packet that the decoder refuses is left out.
 
-    Recorders and converters leave a short last block (SoX writes MS GSM "wav49" files whose data
-    ends mid-block; a voicemail cut off by a hang-up ends mid-frame), and FFmpeg's decoders refuse
-    such a packet outright: failing the whole file for it lost the recording. A file counts as
-    damaged when no packet decodes, or when more than one packet and more than
-    :data:`MAX_INVALID_PACKET_SHARE` of them fail. A skipped packet's few milliseconds are dropped, not replaced by silence.
+    Recorders and converters leave a partial block at the end (SoX writes MS GSM "wav49" files
+    whose data ends in a 1-byte packet, the RIFF pad byte; a voicemail cut off by a hang-up ends
+    mid-block), and FFmpeg's decoders refuse such a packet outright: failing the whole file for
+    it lost the recording. Only that case is forgiven: a refused packet that is the last one
+    and shorter than the packets before it (a few milliseconds). A refused packet anywhere else
+    is damage, and the file is :class:`CorruptAudio` as before.
     """
-    decoded = invalid = 0
-    reason = ""
+    refused: Exception | None = None
+    largest = 0
     try:
         for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's end-of-stream flush
+                yield from packet.decode()
+                continue
+            if refused is not None:
+                raise CorruptAudio(f"the audio cannot be decoded ({_ffmpeg_reason(refused)})") from refused
             try:
                 frames = packet.decode()
             except av.InvalidDataError as exc:
-                invalid += 1
-                reason = _ffmpeg_reason(exc)
+                if packet.size >= largest:
+                    raise CorruptAudio(f"the audio cannot be decoded ({_ffmpeg_reason(exc)})") from exc
+                refused = exc
                 continue
-            decoded += 1
+            largest = max(largest, packet.size)
             yield from frames
     except av.FFmpegError as exc:
         raise CorruptAudio(f"the audio cannot be decoded ({_ffmpeg_reason(exc)})") from exc
-    if invalid and (decoded == 0 or invalid > max(1.0, MAX_INVALID_PACKET_SHARE * (decoded + invalid))):
-        raise CorruptAudio(f"the audio cannot be decoded ({reason}: {invalid} of {decoded + invalid} packets)")
-    if invalid:
-        log.debug("skipped %d undecodable packet(s) of %d", invalid, decoded + invalid)
+    if refused is not None:
+        log.debug("left out a short last packet the decoder refused (%s)", _ffmpeg_reason(refused))
 
 
 def _decode_resampled(container: Any, stream: Any, channels: int, limits: AudioLimits) -> np.ndarray:
