@@ -6,17 +6,21 @@ for both)."""
 from __future__ import annotations
 
 import gzip
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.sources import language_prompts
+from callpipe_asr.pipeline import Recognizer
 from callpipe_asr.scoring import normalize_text, word_error_rate
+from callpipe_asr.transcript import Transcript
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en")
 REFERENCES = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 
 __all__ = [
-    "REFERENCES", "SOUNDS_DIR", "Prompt", "load_language_prompts", "load_prompts", "load_references", "normalize_text",
+    "REFERENCES", "SOUNDS_DIR", "HoldsResultUntilAllowed", "Prompt", "load_language_prompts", "load_prompts", "load_references", "normalize_text",
     "word_error_rate",
 ]
 
@@ -57,3 +61,21 @@ def load_language_prompts(language: str, min_words: int = 3) -> dict[str, Prompt
     """The benchmark's prompts of another language (:func:`bench.sources.language_prompts`: the
     same filters for tone prompts and references damaged by a wrong encoding), by name."""
     return {p.name: Prompt(p.name, p.path, p.text) for p in language_prompts(language, min_words)}
+
+
+class HoldsResultUntilAllowed:
+    """The real recognizer, except that once a job's text is ready it says so and waits for the
+    test's go-ahead before handing the text to the worker pool: a test can make the job store
+    fail (a lock, a stopped database) exactly between a recognition and the storing of its
+    result."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self._recognizer = recognizer
+        self.recognised = threading.Event()
+        self.go_ahead = threading.Event()
+
+    def recognize(self, *args: Any, **kwargs: Any) -> Transcript:
+        transcript = self._recognizer.recognize(*args, **kwargs)
+        self.recognised.set()
+        assert self.go_ahead.wait(120), "the test never let the result through"
+        return transcript

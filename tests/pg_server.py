@@ -169,3 +169,17 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server for the whole session, stopped and deleted at the end."""
     with running_server() as server:
         yield server
+
+
+ENDINGS_AUDIT = """
+CREATE TABLE endings (job_id TEXT NOT NULL, status TEXT NOT NULL);
+CREATE FUNCTION log_ending() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO endings (job_id, status) VALUES (NEW.id, NEW.status);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER log_ending AFTER UPDATE OF status ON jobs FOR EACH ROW
+    WHEN (NEW.status IN ('done', 'failed') AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION log_ending();
+"""
+"""Test-only: every time a job enters done or failed, in the same transaction as the change."""

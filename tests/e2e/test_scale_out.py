@@ -21,6 +21,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pg_server import ENDINGS_AUDIT
+
 pytestmark = pytest.mark.e2e
 
 SHORT_PROMPTS = ("agent-alreadyon", "conf-onlyperson", "vm-tocallback", "pbx-invalid", "conf-getpin",
@@ -28,19 +30,6 @@ SHORT_PROMPTS = ("agent-alreadyon", "conf-onlyperson", "vm-tocallback", "pbx-inv
 LEASE_SECONDS = 10
 """Short, so the killed worker's job comes back soon; long enough to outlast the restart."""
 FINISH_TIMEOUT_SECONDS = 180.0
-
-ENDINGS_AUDIT = """
-CREATE TABLE endings (job_id TEXT NOT NULL, status TEXT NOT NULL);
-CREATE FUNCTION log_ending() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO endings (job_id, status) VALUES (NEW.id, NEW.status);
-    RETURN NEW;
-END $$;
-CREATE TRIGGER log_ending AFTER UPDATE OF status ON jobs FOR EACH ROW
-    WHEN (NEW.status IN ('done', 'failed') AND OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION log_ending();
-"""
-"""Test-only: every time a job enters done or failed, in the same transaction as the change."""
 
 
 def words(text: str) -> str:

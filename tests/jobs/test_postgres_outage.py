@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -29,25 +28,13 @@ from callpipe_asr.jobs.postgres_store import PostgresJobStore
 from callpipe_asr.jobs.workers import WorkerPool
 from callpipe_asr.pipeline import Recognizer
 from callpipe_asr.settings import Settings
-from callpipe_asr.transcript import Transcript
 from callpipe_asr.web.app import create_app
-from pg_server import PostgresServer, running_server
+from asr_testkit import HoldsResultUntilAllowed
+from pg_server import ENDINGS_AUDIT, PostgresServer, running_server
 
 LEASE_SECONDS = 5.0
 """Also how long each store operation retries before it answers 503: short, for a quick test."""
 POLL_SECONDS = 0.2
-ENDINGS_AUDIT = """
-CREATE TABLE endings (job_id TEXT NOT NULL, status TEXT NOT NULL);
-CREATE FUNCTION log_ending() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO endings (job_id, status) VALUES (NEW.id, NEW.status);
-    RETURN NEW;
-END $$;
-CREATE TRIGGER log_ending AFTER UPDATE OF status ON jobs FOR EACH ROW
-    WHEN (NEW.status IN ('done', 'failed') AND OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION log_ending();
-"""
-"""Test-only: every time a job enters done or failed, in the same transaction as the change."""
 
 
 @pytest.fixture(scope="module")
@@ -67,22 +54,6 @@ def rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
         cursor = connection.execute(sql)  # type: ignore[call-overload]
         return cursor.fetchall() if cursor.description else []  # type: ignore[no-any-return]
 
-
-class HoldsResultUntilAllowed:
-    """The real recognizer, except that once the first job's text is ready it says so and waits
-    for the test's go-ahead before handing the text to the pool: the database goes away exactly
-    between a recognition and the storing of its result."""
-
-    def __init__(self, recognizer: Recognizer) -> None:
-        self._recognizer = recognizer
-        self.recognised = threading.Event()
-        self.go_ahead = threading.Event()
-
-    def recognize(self, *args: Any, **kwargs: Any) -> Transcript:
-        transcript = self._recognizer.recognize(*args, **kwargs)
-        self.recognised.set()
-        assert self.go_ahead.wait(120), "the test never let the result through"
-        return transcript
 
 
 def native_upload(audio: bytes) -> aiohttp.FormData:

@@ -13,7 +13,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 import jiwer
 import pytest
 
+from asr_testkit import HoldsResultUntilAllowed
 from callpipe_asr.audio import AudioLimits, decode_audio
 from callpipe_asr.engines import ModelRegistry
 from callpipe_asr.errors import AudioError, StorageFull
@@ -225,22 +225,6 @@ LOCK_HELD_SECONDS = 2.5
 """Longer than the busy timeout many times over: without retries the result would be lost."""
 
 
-class HoldsResultUntilAllowed:
-    """The real recognizer, except that once a job's text is ready it says so and waits for the
-    test's go-ahead before handing the text to the pool: the test takes the database's write lock
-    exactly between the recognition and the storing of its result."""
-
-    def __init__(self, recognizer: Recognizer) -> None:
-        self._recognizer = recognizer
-        self.recognised = threading.Event()
-        self.go_ahead = threading.Event()
-
-    def recognize(self, *args: Any, **kwargs: Any) -> Transcript:
-        transcript = self._recognizer.recognize(*args, **kwargs)
-        self.recognised.set()
-        assert self.go_ahead.wait(120), "the test never let the result through"
-        return transcript
-
 
 LOCK_SCRIPT = (
     "import sqlite3, sys\n"
@@ -275,21 +259,28 @@ async def _locked_store(open_store: Any) -> SQLiteJobStore:
     return store
 
 
+async def _pool_holding_results(
+    start_pool: StartPool, store: Any, result_retry_seconds: float
+) -> tuple[Any, HoldsResultUntilAllowed]:
+    """One worker whose recognizer holds each result until the test's go-ahead."""
+    gates: list[HoldsResultUntilAllowed] = []
+
+    def wrap(recognizer: Recognizer) -> HoldsResultUntilAllowed:
+        gates.append(HoldsResultUntilAllowed(recognizer))
+        return gates[-1]
+
+    running = await start_pool(workers=1, store=store, wrap=wrap, result_retry_seconds=result_retry_seconds)
+    assert len(gates) == 1
+    return running, gates[0]
+
+
 async def test_a_lock_held_past_the_busy_timeout_as_a_job_ends_delays_its_result_but_never_loses_it(
     start_pool: StartPool, open_store: Any, wait_final: Any, prompt: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Before: the finish gave up after the busy timeout, the transcript was thrown away and the
     job stayed ``running`` until the next start."""
     store = await _locked_store(open_store)
-    gate: HoldsResultUntilAllowed | None = None
-
-    def wrap(recognizer: Recognizer) -> HoldsResultUntilAllowed:
-        nonlocal gate
-        gate = HoldsResultUntilAllowed(recognizer)
-        return gate
-
-    running = await start_pool(workers=1, store=store, wrap=wrap, result_retry_seconds=60)
-    assert gate is not None
+    running, gate = await _pool_holding_results(start_pool, store, result_retry_seconds=60)
     job_id = await running.submit(prompt.audio)
     assert await asyncio.to_thread(gate.recognised.wait, 120), "the job was never recognised"
     with caplog.at_level(logging.WARNING, logger="callpipe_asr.jobs.workers"):
@@ -313,15 +304,7 @@ async def test_a_lock_held_past_the_retry_time_leaves_the_job_for_the_recovery_a
     ``running`` (with an error line saying why and what happens next), the worker goes on, and
     the recovery of the next start runs the job again."""
     store = await _locked_store(open_store)
-    gate: HoldsResultUntilAllowed | None = None
-
-    def wrap(recognizer: Recognizer) -> HoldsResultUntilAllowed:
-        nonlocal gate
-        gate = HoldsResultUntilAllowed(recognizer)
-        return gate
-
-    running = await start_pool(workers=1, store=store, wrap=wrap, result_retry_seconds=1.0)
-    assert gate is not None
+    running, gate = await _pool_holding_results(start_pool, store, result_retry_seconds=1.0)
     job_id = await running.submit(prompts["agent-alreadyon"].audio)
     assert await asyncio.to_thread(gate.recognised.wait, 120)
     with caplog.at_level(logging.WARNING, logger="callpipe_asr.jobs.workers"):
