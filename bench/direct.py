@@ -28,9 +28,10 @@ from .corpus import Recording
 SERVER_OPTIONS = RecognitionOptions()
 """What the native API asks for when a client sends only a file: word timestamps included (the
 accuracy part needs them: a composite's sentences are found by their words' times)."""
-VOICEMAIL_OPTIONS = RecognitionOptions(word_timestamps=False)
-"""What the voicemail paths ask for (the FreeSWITCH Lua sends ``word_timestamps=false``; the
-FusionPBX dialect never computes words): the speed parts measure this."""
+VOICEMAIL_OPTIONS = RecognitionOptions(word_timestamps=False, segment_timestamps=False)
+"""What the voicemail paths ask for (the FreeSWITCH Lua sends ``word_timestamps=false`` and
+``segment_timestamps=false``; FusionPBX's text replies imply both): text only. The speed parts
+measure this."""
 
 
 @dataclass(frozen=True)

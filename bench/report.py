@@ -345,7 +345,8 @@ def _server(results: Results) -> str:
         "",
         "A real `callpipe-asr serve` process on 127.0.0.1 (the shipped defaults; only the data directory, port and "
         "`jobs.duplicate_window_seconds: 0` set, so the same files can be sent again), native API with `wait` and "
-        "`word_timestamps=false` as the FreeSWITCH voicemail Lua sends it, one aiohttp client per concurrent request. "
+        "`word_timestamps=false` and `segment_timestamps=false` as the FreeSWITCH voicemail Lua sends them (text "
+        "only), one aiohttp client per concurrent request. "
         "\"Direct\" is the same pipeline (decode, VAD, model, filters) with the same settings and options in the "
         "benchmark's process, at most `jobs.workers` recognitions at once as in the server. "
         "Runs interleaved per concurrency; the workload mixes prompts, voicemails and a long voicemail over every "
@@ -393,8 +394,9 @@ def _headline(results: Results) -> str:
         "CPU) and `transcribe(file, language=\"en\")`: beam 5, no VAD, temperature fallback, conditioned on previous "
         "text. The int8 row changes only the weights, to separate what quantisation buys from the rest. Each baseline "
         "runs in a process of its own with the environment the benchmark started with (none of the process settings "
-        "our engine makes: OpenMP's passive waits, glibc's mmap threshold). The server is asked as the FreeSWITCH "
-        "voicemail Lua asks (native API, `word_timestamps=false`: the e-mail carries text only); its time includes the "
+        "our engine makes: OpenMP's short spin before sleeping, glibc's mmap threshold). The server is asked as the "
+        "FreeSWITCH voicemail Lua asks (native API, `word_timestamps=false`, `segment_timestamps=false`: the e-mail "
+        "carries text only, so Whisper decodes text in windows cut at pauses); its time includes the "
         "upload, queue and HTTP round trip.",
         "",
         _table(("configuration", "wall s", "RTF", "WER (words)", "time ÷ server's"), rows),

@@ -121,11 +121,12 @@ class ServerProcess:
 
 async def _post(session: aiohttp.ClientSession, base_url: str, request: Request) -> Outcome:
     """One synchronous native API request (``wait``) as the FreeSWITCH voicemail Lua sends it
-    (``word_timestamps=false``): the latency a client sees."""
+    (``word_timestamps=false``, ``segment_timestamps=false``): the latency a client sees."""
     form = aiohttp.FormData()
     form.add_field("file", request.path.read_bytes(), filename=request.path.name, content_type="application/octet-stream")
     form.add_field("wait", str(SERVER_WAIT_SECONDS))
     form.add_field("word_timestamps", "false")
+    form.add_field("segment_timestamps", "false")
     started = time.perf_counter()
     async with session.post(f"{base_url}/api/v1/jobs", data=form) as response:
         body = await response.json()

@@ -47,6 +47,8 @@ class Recognizer:
         decoded_at = time.perf_counter()
         model_name = select_model(ModelRequest.of(options), self._settings, self._installed)
         model = self._settings.models[model_name]
+        if len(decoded.channels) > 1:  # channels are merged in time order: their segments need times
+            options = dataclasses.replace(options, segment_timestamps=True)
         with self._registry.use(model_name) as engine:
             options, detected = self._settle_language(engine, model, decoded, options)
             per_channel = [self._finish(engine.transcribe(samples, options), model, options, detected) for samples in decoded.channels]

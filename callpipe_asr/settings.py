@@ -173,8 +173,10 @@ class ModelSettings:
     beam_size: int = 1
     """Beam width; 1 (greedy) was as accurate as 5 on telephone prompts and faster."""
     without_timestamps: bool = False
-    """Decode without Whisper's segment timestamp tokens (fewer tokens, but one segment per 30 s
-    window: coarser subtitles and coarser filtering of invented segments)."""
+    """Decode every request without Whisper's segment timestamp tokens, in windows cut at pauses
+    (fewer tokens, but one segment per window of up to 30 s: coarser subtitles and coarser
+    filtering of invented segments). Requests that show no times (``word_timestamps`` and
+    ``segment_timestamps`` false: the voicemail Lua, FusionPBX's text) are decoded so anyway."""
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     """Decoding temperatures tried in turn when a window's output looks degenerate (compression
     ratio or log-probability past the thresholds below); a request's own temperature wins."""

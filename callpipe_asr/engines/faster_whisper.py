@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,16 @@ import numpy as np
 from ..errors import EngineError
 from ..settings import ModelSettings
 from ..transcript import RecognitionOptions, Segment, Task, Transcript, Word
+from .speech_windows import clip_timestamps, plan_windows, region_ends
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16_000
 OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
+GOMP_SPINCOUNT = "GOMP_SPINCOUNT"
+OMP_SPIN_COUNT = 1000
+"""Spins before a waiting OpenMP thread sleeps: 1,000 ran as fast as any larger count on two
+cores, 300 or fewer as slowly as none (the benchmark's sweep)."""
 M_MMAP_THRESHOLD = -3
 """glibc's mallopt parameter number for the mmap threshold."""
 MMAP_THRESHOLD_BYTES = 256 * 1024
@@ -40,12 +46,14 @@ class FasterWhisperEngine:
     """One loaded CTranslate2 Whisper model, shared by every worker thread of the process."""
 
     def __init__(self, name: str, model_path: Path, settings: ModelSettings, concurrency: int = 1) -> None:
-        let_idle_threads_sleep()
+        spin_briefly_then_sleep()
         from faster_whisper import WhisperModel  # imported here: only this engine needs it
         from faster_whisper.vad import VadOptions, get_vad_model
 
         self.name = name
         self._settings = settings
+        threads = settings.cpu_threads or available_cores()
+        self._vad_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"vad-{name}") if threads > 1 else None
         self._vad_options = VadOptions(
             threshold=settings.vad_threshold,
             min_speech_duration_ms=settings.vad_min_speech_ms,
@@ -97,6 +105,8 @@ class FasterWhisperEngine:
             log.debug("no speech in %.1f s of audio: the model is not run", duration)
             return Transcript(segments=(), language=language, duration=duration, model=self.name)
         audio = _join(samples, speech) if speech else samples
+        text_only = self.decodes_text_only(options)
+        clips = clip_timestamps(plan_windows(audio, region_ends(speech or ()))) if text_only else "0"
         try:
             segments_iter, info = self._model.transcribe(
                 audio,
@@ -106,7 +116,8 @@ class FasterWhisperEngine:
                 initial_prompt=options.prompt or None,
                 hotwords=" ".join(options.hotwords) or None,
                 word_timestamps=options.word_timestamps,
-                without_timestamps=self._settings.without_timestamps,
+                without_timestamps=text_only,
+                clip_timestamps=clips,
                 vad_filter=False,  # done above, once, with the telephone settings
                 temperature=options.temperature if options.temperature is not None else list(self._settings.temperatures),
                 no_speech_threshold=self._settings.no_speech_threshold,
@@ -122,23 +133,42 @@ class FasterWhisperEngine:
             log.debug("VAD kept %.1f of %.1f s in %d regions", len(audio) / SAMPLE_RATE_HZ, duration, len(speech))
         return Transcript(segments=segments, language=info.language, duration=duration, model=self.name)
 
+    def decodes_text_only(self, options: RecognitionOptions) -> bool:
+        """Whether Whisper decodes without timestamp tokens, in windows planned at pauses
+        (:mod:`.speech_windows`): when the client wants neither words nor segment times (about
+        a tenth faster, the same words), or when ``without_timestamps`` says so for every
+        request. Segments then span a window's speech, their times only as fine as the VAD's
+        regions; words, where asked for, still come from the alignment pass."""
+        return self._settings.without_timestamps or not (options.word_timestamps or options.segment_timestamps)
+
     def speech_regions(self, samples: Any) -> list[dict[str, int]]:
         """Sample ranges (``start``, ``end``) the Silero VAD hears speech in, padded; [] for none.
 
         The VAD runs block by block (:data:`VAD_BLOCK_SECONDS`): faster-whisper's runs the whole
         recording through the model as one batch, whose buffers grow with its length (about
         110 MB more peak memory for 5 minutes, per worker). Regions that meet at a block
-        boundary are joined, so speech across it stays one region.
+        boundary, or that a pause shorter than ``vad_min_silence_ms`` parts there, are joined,
+        so speech across it stays one region, none of it lost. The blocks are independent,
+        so they run side by side on the engine's cores (the Silero session uses one thread).
         """
         from faster_whisper.vad import get_speech_timestamps
 
         block = VAD_BLOCK_SECONDS * SAMPLE_RATE_HZ
+        offsets = range(0, len(samples), block)
+
+        def detect(offset: int) -> list[dict[str, int]]:
+            return get_speech_timestamps(samples[offset:offset + block], self._vad_options, sampling_rate=SAMPLE_RATE_HZ)
+
+        per_block = self._vad_pool.map(detect, offsets) if self._vad_pool and len(offsets) > 1 else map(detect, offsets)
+        bridged = self._settings.vad_min_silence_ms * SAMPLE_RATE_HZ // 1000
         regions: list[dict[str, int]] = []
-        for offset in range(0, len(samples), block):
-            found = get_speech_timestamps(samples[offset:offset + block], self._vad_options, sampling_rate=SAMPLE_RATE_HZ)
-            for region in found:
+        for offset, found in zip(offsets, per_block):
+            for index, region in enumerate(found):
                 start, end = region["start"] + offset, region["end"] + offset
-                if regions and start <= regions[-1]["end"]:
+                # The VAD bridges any pause shorter than its silence limit; across a block
+                # boundary it could not see the other side, so a gap there is bridged here.
+                limit = bridged if index == 0 else 0
+                if regions and start - regions[-1]["end"] <= limit:
                     regions[-1]["end"] = max(regions[-1]["end"], end)
                 else:
                     regions.append({"start": start, "end": end})
@@ -161,24 +191,34 @@ class FasterWhisperEngine:
         return [(str(code), float(probability)) for code, probability in probabilities]
 
     def close(self) -> None:
+        if self._vad_pool is not None:
+            self._vad_pool.shutdown(wait=True)
         del self._model
 
 
-def let_idle_threads_sleep() -> None:
-    """Ask OpenMP (CTranslate2's threads) to sleep while waiting for work, unless the environment
-    already says otherwise.
+def spin_briefly_then_sleep() -> None:
+    """Have OpenMP (CTranslate2's threads) spin :data:`OMP_SPIN_COUNT` times while waiting for
+    work, then sleep, unless the environment already sets either variable.
 
-    libgomp's default policy spins a waiting thread for a while. With ``jobs.workers`` 2 on two
-    cores, one recognition's spinning threads take the core the other needs for its own model
-    or its Python parts: on the 2-core benchmark machine every worker layout ran 10-20 % faster
-    with passive waits, at less CPU per audio second. libgomp reads this once, when CTranslate2
-    is first loaded, so it is set before that import; later it changes nothing.
+    Whisper's decoder runs one small step per token, each a few OpenMP regions a few
+    microseconds long. libgomp's default (300,000 spins, cut to 100 once a process has more
+    OpenMP threads than cores, as two workers on two cores have) and the passive policy (no spin
+    at all) both put waiting threads to sleep between those regions, and waking them costs more
+    than the work: one voicemail at a time ran 20-30 % faster with a short spin on the 2-core
+    benchmark machine (decoding twice as fast, the encoder unchanged), and two at a time the same
+    (within 3 %). A short spin wastes no core for longer than a few microseconds. libgomp reads
+    these once, when CTranslate2 is first loaded, so they are set before that import; later they
+    change nothing.
     """
     if "ctranslate2" in sys.modules:
-        if os.environ.get(OMP_WAIT_POLICY) != "PASSIVE":
+        if os.environ.get(GOMP_SPINCOUNT) is None:
             log.debug("CTranslate2 was loaded before the engine: OpenMP keeps its wait policy")
         return
-    os.environ.setdefault(OMP_WAIT_POLICY, "PASSIVE")
+    if OMP_WAIT_POLICY in os.environ or GOMP_SPINCOUNT in os.environ:
+        return
+    # ACTIVE makes libgomp use the spin count as given, with more threads than cores too
+    os.environ[OMP_WAIT_POLICY] = "ACTIVE"
+    os.environ[GOMP_SPINCOUNT] = str(OMP_SPIN_COUNT)
 
 
 def keep_large_buffers_out_of_the_heap() -> None:

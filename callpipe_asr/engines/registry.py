@@ -43,8 +43,9 @@ def load_engine(name: str, model: ModelSettings, data_dir: Path, concurrency: in
     or device."""
     path = locate(model, data_dir)
     if model.engine == "faster-whisper":
-        from .faster_whisper import FasterWhisperEngine
+        from .faster_whisper import FasterWhisperEngine, spin_briefly_then_sleep
 
+        spin_briefly_then_sleep()  # before anything loads CTranslate2: placement asks it for GPUs
         placement = place(name, model)
         return FasterWhisperEngine(name, path, placed_settings(model, placement), concurrency)
     if model.engine == "pocketsphinx":

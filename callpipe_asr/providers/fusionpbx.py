@@ -40,6 +40,9 @@ class ReplyFormat(str, Enum):
     """The Lua provider with ``voicemail > json_enabled``: ``{"message": ...}``."""
 
 
+SEGMENT_FORMATS = (ReplyFormat.JSON, ReplyFormat.VERBOSE_JSON)
+"""Reply formats that show segments with their times."""
+
 JOB_STATES = {
     JobStatus.QUEUED: "queued",
     JobStatus.RUNNING: "started",
@@ -67,11 +70,15 @@ def reply_format(query_format: str | None, response_format: str | None, message_
     return ReplyFormat.MESSAGE if message_by_default else ReplyFormat.TEXT
 
 
-def options_from_fields(fields: Mapping[str, Sequence[str]]) -> RecognitionOptions:
+def options_from_fields(fields: Mapping[str, Sequence[str]], fmt: ReplyFormat) -> RecognitionOptions:
     """The same optional fields as OpenAI's (``model``, ``language``, ``prompt``, ``temperature``);
     FusionPBX itself sends only ``model``, usually ``whisper-1``. No word timestamps: no reply
-    format FusionPBX reads has words, and skipping Whisper's alignment pass saves time."""
-    return openai.options_from_fields(fields, Task.TRANSCRIBE, word_timestamps=False)
+    format FusionPBX reads has words, and skipping Whisper's alignment pass saves time. Segment
+    times only for the formats that show segments (``fmt``); text and messages are decoded
+    without timestamp tokens, another tenth faster."""
+    return openai.options_from_fields(
+        fields, Task.TRANSCRIBE, word_timestamps=False, segment_timestamps=fmt in SEGMENT_FORMATS
+    )
 
 
 def transcript_of(job: Job) -> Transcript:

@@ -59,7 +59,9 @@ def _owner(request: web.Request) -> str | None:
     return request.app[KEYS].owner(bearer_token(request))
 
 
-async def _submit_patiently(request: web.Request, form: UploadForm, owner: str | None, seconds: float) -> Job:
+async def _submit_patiently(
+    request: web.Request, form: UploadForm, owner: str | None, fmt: fusionpbx.ReplyFormat, seconds: float
+) -> Job:
     """:func:`_submit`, retried while the job store is locked or unreachable, for up to
     ``seconds``: FusionPBX mails whatever a failed ``/transcribe`` answers (an empty transcript),
     and its curl waits far longer than a database restart takes. A duplicate of a submission
@@ -68,7 +70,7 @@ async def _submit_patiently(request: web.Request, form: UploadForm, owner: str |
     pause = STORE_RETRY_FIRST_PAUSE_SECONDS
     while True:
         try:
-            return await _submit(request, form, owner)
+            return await _submit(request, form, owner, fmt)
         except (StoreBusy, StoreUnavailable) as exc:
             if time.monotonic() + pause > deadline:
                 raise
@@ -77,11 +79,11 @@ async def _submit_patiently(request: web.Request, form: UploadForm, owner: str |
             pause = min(pause * 2, STORE_RETRY_MAX_PAUSE_SECONDS)
 
 
-async def _submit(request: web.Request, form: UploadForm, owner: str | None) -> Job:
+async def _submit(request: web.Request, form: UploadForm, owner: str | None, fmt: fusionpbx.ReplyFormat) -> Job:
     job, _ = await request.app[RUNTIME].service.submit(
         JobRequest(
             audio=form.file,
-            options=fusionpbx.options_from_fields(form.values),
+            options=fusionpbx.options_from_fields(form.values, fmt),
             filename=form.filename,
             owner=owner,
             dialect=fusionpbx.DIALECT,
@@ -121,7 +123,7 @@ async def transcribe(request: web.Request) -> web.StreamResponse:
             request.query.get("format"), form.fields.get("response_format"), settings.providers.fusionpbx_json_message
         )
         started = time.monotonic()
-        job = await _submit_patiently(request, form, owner, settings.server.sync_wait_seconds)
+        job = await _submit_patiently(request, form, owner, fmt, settings.server.sync_wait_seconds)
         waited = time.monotonic() - started
         job = await request.app[RUNTIME].service.wait(job.id, max(0.0, settings.server.sync_wait_seconds - waited))
         body = fusionpbx.render_transcript(fusionpbx.transcript_of(job), fmt)
@@ -147,7 +149,7 @@ async def enqueue(request: web.Request) -> web.StreamResponse:
     """5.1-5.2 ``custom``: store the job and answer at once; FusionPBX polls ``/j/<id>``."""
     owner = _owner(request)
     form = await read_upload_form(request, request.app[SETTINGS].server.max_upload_bytes)
-    job = await _submit(request, form, owner)
+    job = await _submit(request, form, owner, fusionpbx.ReplyFormat.TEXT)  # the poll's result is text
     return web.json_response(fusionpbx.enqueued_document(job), status=201)
 
 

@@ -20,9 +20,10 @@ from bench import audio
 from bench.corpus import Composite, Recording, compose
 from bench.evaluate import score
 from bench.sources import MOH_DIR, Prompt, speech_prompts
+from callpipe_asr.audio import AudioLimits, decode_audio
 from callpipe_asr.engines import ModelRegistry
 from callpipe_asr.pipeline import Recognizer
-from callpipe_asr.settings import load_settings
+from callpipe_asr.settings import Settings, load_settings
 from callpipe_asr.transcript import RecognitionOptions, Transcript
 
 pytestmark = pytest.mark.e2e
@@ -38,14 +39,23 @@ so every sentence is a region of its own that the model hears joined to the othe
 
 
 @pytest.fixture(scope="module")
-def recognizer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recognizer]:
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(None, environ={}, overrides={"data_dir": tmp_path_factory.mktemp("asr-data")})
+
+
+@pytest.fixture(scope="module")
+def registry(settings: Settings) -> Iterator[ModelRegistry]:
     if not MOH_DIR.exists():
         pytest.fail("asterisk-moh-opsound-wav is missing: run ./scripts/setup --test")
-    settings = load_settings(None, environ={}, overrides={"data_dir": tmp_path_factory.mktemp("asr-data")})
     registry = ModelRegistry(settings, concurrency=1)
     registry.get(settings.default_model)
-    yield Recognizer(settings, registry)
+    yield registry
     registry.close()
+
+
+@pytest.fixture(scope="module")
+def recognizer(settings: Settings, registry: ModelRegistry) -> Recognizer:
+    return Recognizer(settings, registry)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +131,55 @@ def test_each_codec_decodes_and_transcribes_without_invented_text(
     assert result.errors.rate <= MAX_WER, transcript.text
     assert result.sentences_present == 2, transcript.text
     assert result.words_after_speech == 0, transcript.text
+
+
+RUNNING = ("vm-review", "vm-tocallback", "vm-toforward", "vm-tooshort", "vm-torerecord", "vm-tempgreeting2",
+           "vm-undelete", "vm-whichbox", "vm-unknown-caller", "vm-savemessage", "vm-tocancelmsg", "vm-tohearenv",
+           "vm-tomakecall", "vm-toreply")
+"""Prompts read one after another with pauses shorter than the VAD's silence limit: one speech
+region of nearly a minute, which text-only decoding must cut into windows inside."""
+
+
+def text_only(recognizer: Recognizer, path: Path) -> Transcript:
+    """As the voicemail Lua and FusionPBX ask: neither words nor segment times."""
+    options = RecognitionOptions(word_timestamps=False, segment_timestamps=False)
+    return recognizer.recognize(path.read_bytes(), None, options, job_id=path.stem)
+
+
+def test_text_only_decoding_of_running_speech_loses_and_repeats_nothing(
+    recognizer: Recognizer, registry: ModelRegistry, settings: Settings, by_name: dict[str, Prompt], tmp_path: Path
+) -> None:
+    """Longer than two windows without a pause the VAD would split at: the windows are cut in the
+    short pauses between sentences, so no word is garbled, lost or heard twice at a cut."""
+    made = compose([by_name[n] for n in RUNNING], [0.4, 0.7, 0.5, 0.9] * 3 + [0.6, 1.0], "silence", seed=5)
+    assert made.speech_end > 50, made.speech_end
+    path = write(tmp_path, "running", made.samples)
+    with registry.use(settings.default_model) as engine:
+        decoded = decode_audio(path.read_bytes(), None, AudioLimits(600, 2))
+        regions = engine.speech_regions(decoded.channels[0])
+    assert any(r["end"] - r["start"] > 30 * 16_000 for r in regions), [(r["start"] / 16_000, r["end"] / 16_000) for r in regions]
+
+    fast, timed = text_only(recognizer, path), recognize(recognizer, path)
+
+    fast_score, timed_score = score(as_recording("fast", made), fast), score(as_recording("timed", made), timed)
+    assert fast_score.errors.rate <= MAX_WER, fast.text
+    assert fast_score.errors.rate <= timed_score.errors.rate + 0.03, (fast.text, timed.text)
+    assert len(fast.segments) >= 2  # one per window: more than 50 s of speech
+    assert all(s.words == () for s in fast.segments)
+    assert all(0 <= s.start < s.end <= fast.duration for s in fast.segments)
+    assert all(a.end <= b.start for a, b in zip(fast.segments, fast.segments[1:]))
+
+
+def test_text_only_decoding_keeps_pauses_out_and_silence_empty(
+    recognizer: Recognizer, by_name: dict[str, Prompt], tmp_path: Path
+) -> None:
+    """The long voicemail with long pauses, text only: the same words, segments only where speech
+    was, nothing after it; music on hold alone is still empty."""
+    made = compose([by_name[n] for n in LONG], LONG_PAUSES, "moh", seed=11)
+    transcript = text_only(recognizer, write(tmp_path, "long", made.samples))
+
+    assert score(as_recording("long", made), transcript).errors.rate <= MAX_WER, transcript.text
+    assert transcript.segments[-1].end <= made.speech_end + 1.0
+    assert transcript.segments[0].start >= made.sentences[0].start - 1.0
+    assert text_only(recognizer, MOH_DIR / "manolo_camp-morning_coffee.wav").is_empty
+

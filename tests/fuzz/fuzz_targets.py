@@ -107,7 +107,7 @@ def fusionpbx(data: bytes) -> None:
     query, form = _split(data, 2)
     fields = _multi(form)
     _answered(lambda: dialect.reply_format(_single(query).get("format"), (fields.get("response_format") or [None])[-1], False))
-    dialect.options_from_fields(fields)
+    dialect.options_from_fields(fields, dialect.ReplyFormat.TEXT)
 
 
 def openai(data: bytes) -> None:

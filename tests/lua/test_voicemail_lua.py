@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import urllib.parse
+import urllib.request
 import wave
 from pathlib import Path
 from xml.etree import ElementTree
@@ -437,6 +438,11 @@ def test_a_voicemail_is_transcribed_and_delivered(
     assert transcript.endswith("\n")
     transcript = transcript[:-1]
     assert word_error_rate(prompt.text, transcript) < 0.3, transcript
+    # the e-mail shows text only, so the script asks for neither words nor segment times
+    [job_id] = [found[1] for m in run.logs("info") if (found := re.search(r"job (\S+) accepted", m))]
+    job = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{lua_server.url}/api/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {TEST_KEY}"}), timeout=10).read())
+    assert (job["options"]["word_timestamps"], job["options"]["segment_timestamps"]) == (False, False)
 
     status = {e["name"]: e["value"] for e in run.of("setvar")}
     assert status["callpipe_asr_transcript_status"] == "done"

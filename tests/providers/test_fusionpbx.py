@@ -286,3 +286,12 @@ def test_no_speech_is_an_empty_transcript_in_every_shape() -> None:
     assert fusionpbx.render_transcript(silent, ReplyFormat.MESSAGE) == {"message": ""}
     verbose = fusionpbx.render_transcript(silent, ReplyFormat.VERBOSE_JSON)
     assert isinstance(verbose, dict) and verbose["segments"] == [] and verbose["text"] == ""
+
+
+def test_only_replies_with_segments_ask_for_their_times() -> None:
+    """Text and messages (what FusionPBX mails) are decoded text only; JSON shapes keep segment
+    times (FusionPBX sorts a per-channel reply's segments by start). Never words."""
+    for fmt in ReplyFormat:
+        options = fusionpbx.options_from_fields({"model": ["whisper-1"]}, fmt)
+        assert not options.word_timestamps
+        assert options.segment_timestamps is (fmt in (ReplyFormat.JSON, ReplyFormat.VERBOSE_JSON)), fmt

@@ -383,8 +383,13 @@ def test_fields_become_recognition_options() -> None:
         Task.TRANSCRIBE,
     )
     expected = RecognitionOptions(model="gpt-4o-transcribe", language="en", prompt="Anna, Callpipe", temperature=0.2,
-                                  word_timestamps=False)
+                                  word_timestamps=False, segment_timestamps=False)
     assert request.options == expected
+    # segment times only where the response shows them: json and text are decoded text only
+    shows_times = {fmt: dialect.parse_request({"response_format": [fmt]}, Task.TRANSCRIBE).options.segment_timestamps
+                   for fmt in dialect.TRANSCRIPTION_FORMATS}
+    assert shows_times == {"json": False, "text": False, "srt": True, "vtt": True, "verbose_json": True,
+                           "diarized_json": True}
     # words are aligned only when the response shows them (the alignment pass costs ~10 % of the time)
     words = dialect.parse_request({"response_format": ["verbose_json"], "timestamp_granularities[]": ["word"]},
                                   Task.TRANSCRIBE)

@@ -90,6 +90,19 @@ async def test_word_timestamps_false_gives_the_text_without_words(client: TestCl
     assert all(0 <= s["start"] < s["end"] <= transcript["duration"] + 0.5 for s in transcript["segments"])
 
 
+async def test_text_only_request_gives_the_same_text_in_speech_long_segments(client: TestClient, prompt: Prompt) -> None:
+    """What the voicemail Lua asks for: no words and no segment times, so Whisper decodes text
+    only; the one segment spans the speech the VAD found, inside the recording."""
+    fields = {"wait": "120", "word_timestamps": "false", "segment_timestamps": "false"}
+    job = await (await client.post("/api/v1/jobs", data=upload(prompt.audio, **fields))).json()
+    assert job["status"] == "done"
+    assert job["options"]["word_timestamps"] is False and job["options"]["segment_timestamps"] is False
+    transcript = job["transcript"]
+    assert word_error_rate(prompt.text, transcript["text"]) < 0.2
+    [segment] = transcript["segments"]
+    assert segment["words"] == [] and 0 <= segment["start"] < 1.0 and 4.5 < segment["end"] <= transcript["duration"]
+
+
 async def test_accepted_job_is_polled_until_done(client: TestClient, prompts: dict[str, Prompt]) -> None:
     prompt = prompts["all-circuits-busy-now"]
     response = await client.post("/api/v1/jobs", data=upload(prompt.audio))
@@ -139,6 +152,7 @@ async def test_bad_requests_get_native_errors(client: TestClient, prompt: Prompt
         (await client.post("/api/v1/jobs", data=upload(prompt.audio, language="en; drop")), 400, "invalid_request"),
         (await client.post("/api/v1/jobs", data=upload(prompt.audio, channels="both")), 400, "invalid_request"),
         (await client.post("/api/v1/jobs", data=upload(prompt.audio, word_timestamps="maybe")), 400, "invalid_request"),
+        (await client.post("/api/v1/jobs", data=upload(prompt.audio, segment_timestamps="no-thanks")), 400, "invalid_request"),
         (await client.post("/api/v1/jobs", data=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=x"}), 400, None),
     ]
     for response, status, code in checks:
