@@ -417,9 +417,12 @@ def _sweep(results: Results) -> str:
         "",
         f"Each row changes one thing from the shipped defaults and runs the same {len(requests)} PCM recordings "
         f"({sum(o.request.seconds for o in requests) / 60:.1f} min: prompts, voicemails, a long voicemail) "
-        "with 8 requests offered at once (at most `jobs.workers` running), and, for the worker layouts, one at a time; "
+        "with 8 requests offered at once (at most `jobs.workers` running), and, for some rows, one at a time; "
         "then the non-speech recordings up to 30 s long, for the words each configuration invents there. Options as "
-        "the voicemail Lua sends them (no word timestamps).",
+        "the voicemail Lua sends them (text only: neither word nor segment times), except where a row changes them. "
+        "The OpenMP rows change the process environment, read once when CTranslate2 loads: they run the same pipeline "
+        "in a child process started with the benchmark's own environment plus that change (the shipped engine sets "
+        "`OMP_WAIT_POLICY=ACTIVE`, `GOMP_SPINCOUNT=1000`).",
         "",
         _table(("configuration", "changes", "WER", "words on non-speech", "audio s per s, 8 offered",
                 "audio s per s, 1 at a time", "CPU s per audio s"), rows),

@@ -170,7 +170,7 @@ def _run_parts(results: Results, plan: Plan, args: argparse.Namespace, scratch: 
         sweep_set = _workload(corpus, plan.sweep_prompts, plan.sweep_voicemails, plan.sweep_long, mixed=False)
         silent = [Request(r, "pcm-8k", r.path(corpus.root)) for r in corpus.of_kind("nonspeech") if r.duration <= 30]
         nothing: tuple[list[SweepRow], list[str]] = ([], [])
-        rows, skipped = _timed(results, "sweep", lambda: measure_sweep(settings, sweep_set, silent, deadline), nothing)
+        rows, skipped = _timed(results, "sweep", lambda: measure_sweep(settings, sweep_set, silent, deadline, environment), nothing)
         results.sweep = rows
         results.skipped += [f"sweep: {label} (time budget)" for label in skipped]
     if "batching" in parts and _within(results, deadline, "batching"):

@@ -5,6 +5,7 @@ faster-whisper's defaults, the configuration sweep, and whether batching helps."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -16,10 +17,12 @@ import numpy as np
 
 from callpipe_asr.engines.faster_whisper import available_cores
 from callpipe_asr.settings import Settings
+from callpipe_asr.transcript import RecognitionOptions
 
 from .baseline import BaselineProcess
 from .direct import VOICEMAIL_OPTIONS, FasterWhisperDirect, Outcome, Pipeline, Request, Run, with_model, with_workers
 from .evaluate import Totals, score, total
+from .isolated import PipelineProcess
 from .server import MemoryStatus, ServerProcess, run_clients
 
 CONCURRENCIES = (1, 2, 8)
@@ -142,38 +145,54 @@ class SweepRow:
     """Words emitted on the non-speech recordings of the sweep."""
 
 
-SweepConfig = tuple[str, str, Callable[[Settings], Settings], bool]
-"""(label, what it changes, settings transform, whether to also time it one request at a time)."""
+@dataclass(frozen=True)
+class SweepConfig:
+    """One alternative to the shipped defaults."""
+
+    label: str
+    note: str
+    """What it changes."""
+    transform: Callable[[Settings], Settings] = lambda settings: settings
+    timed_alone: bool = False
+    """Also time it one request at a time."""
+    options: RecognitionOptions = VOICEMAIL_OPTIONS
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Process environment changes; a row with any runs in a child process of its own."""
+
+
+DEFAULT_OPENMP_SPINS = "300000"
+"""libgomp's own spin count where nothing sets one (cut to 100 past the cores)."""
 
 
 def sweep_configs(settings: Settings) -> list[SweepConfig]:
     """The alternatives to the defaults, each one change away from them."""
     model = settings.model()
     shipped = (settings.jobs.workers, model.cpu_threads or available_cores())
-    configs: list[SweepConfig] = [("defaults", "as shipped", lambda s: s, True)]
+    configs = [SweepConfig("defaults", "as shipped", timed_alone=True)]
     for other_workers, threads in ((1, 2), (2, 1), (2, 2), (1, 4)):
         if (other_workers, threads) != shipped:
-            configs.append((f"workers {other_workers} x threads {threads}", "jobs.workers, cpu_threads",
-                            partial(_layout, workers=other_workers, threads=threads), True))
+            configs.append(SweepConfig(f"workers {other_workers} x threads {threads}", "jobs.workers, cpu_threads",
+                                       partial(_layout, workers=other_workers, threads=threads), True))
     configs += [
-        ("beam 5", "beam_size", lambda s: with_model(s, beam_size=5), False),
-        ("no VAD", "vad_filter: false", lambda s: with_model(s, vad_filter=False), False),
-        ("VAD as faster-whisper's defaults", "vad_speech_pad_ms 400, vad_min_speech_ms 0",
-         lambda s: with_model(s, vad_min_silence_ms=2000, vad_speech_pad_ms=400, vad_min_speech_ms=0), False),
-        ("VAD cutting pauses from 1 s", "vad_min_silence_ms 1000", lambda s: with_model(s, vad_min_silence_ms=1000), False),
-        ("without timestamps", "without_timestamps: true", lambda s: with_model(s, without_timestamps=True), False),
-        ("VAD threshold 0.35", "vad_threshold: 0.35", lambda s: with_model(s, vad_threshold=0.35), False),
-        ("no temperature fallback", "temperatures: [0.0]", lambda s: with_model(s, temperatures=(0.0,)), False),
-        ("filters off", "no_speech_threshold 1, compression_ratio_threshold 100, max_ngram_repeats 0, "
-         "drop_known_hallucinations false", lambda s: with_model(
-             s, no_speech_threshold=1.0, compression_ratio_threshold=100.0, max_ngram_repeats=0,
-             drop_known_hallucinations=False), False),
-        ("float32 weights", "compute_type: float32", lambda s: with_model(s, compute_type="float32"), False),
+        SweepConfig("OpenMP passive waits", "OMP_WAIT_POLICY=PASSIVE (no spin)", timed_alone=True,
+                    environment={"OMP_WAIT_POLICY": "PASSIVE"}),
+        SweepConfig("OpenMP's default waits", f"GOMP_SPINCOUNT={DEFAULT_OPENMP_SPINS}, no policy (libgomp's own)",
+                    timed_alone=True, environment={"GOMP_SPINCOUNT": DEFAULT_OPENMP_SPINS}),
+        SweepConfig("beam 5", "beam_size", lambda s: with_model(s, beam_size=5)),
+        SweepConfig("no VAD", "vad_filter: false", lambda s: with_model(s, vad_filter=False)),
+        SweepConfig("VAD as faster-whisper's defaults", "vad_speech_pad_ms 400, vad_min_speech_ms 0",
+                    lambda s: with_model(s, vad_min_silence_ms=2000, vad_speech_pad_ms=400, vad_min_speech_ms=0)),
+        SweepConfig("VAD cutting pauses from 1 s", "vad_min_silence_ms 1000", lambda s: with_model(s, vad_min_silence_ms=1000)),
+        SweepConfig("segment times", "segment_timestamps: true (Whisper's timestamp tokens and its own seeking)",
+                    timed_alone=True, options=dataclasses.replace(VOICEMAIL_OPTIONS, segment_timestamps=True)),
+        SweepConfig("VAD threshold 0.35", "vad_threshold: 0.35", lambda s: with_model(s, vad_threshold=0.35)),
+        SweepConfig("no temperature fallback", "temperatures: [0.0]", lambda s: with_model(s, temperatures=(0.0,))),
+        SweepConfig("filters off", "no_speech_threshold 1, compression_ratio_threshold 100, max_ngram_repeats 0, "
+                    "drop_known_hallucinations false", lambda s: with_model(
+                        s, no_speech_threshold=1.0, compression_ratio_threshold=100.0, max_ngram_repeats=0,
+                        drop_known_hallucinations=False)),
+        SweepConfig("float32 weights", "compute_type: float32", lambda s: with_model(s, compute_type="float32")),
     ]
-    if model.without_timestamps:
-        configs = [c for c in configs if c[0] != "without timestamps"]
-        configs.append(("with timestamps", "without_timestamps: false",
-                        lambda s: with_model(s, without_timestamps=False), False))
     return configs
 
 
@@ -182,24 +201,30 @@ def _layout(settings: Settings, workers: int, threads: int) -> Settings:
 
 
 def measure_sweep(settings: Settings, requests: Sequence[Request], nonspeech: Sequence[Request], deadline: float,
-                  configs: list[SweepConfig] | None = None) -> tuple[list[SweepRow], list[str]]:
-    """Each configuration on the same speech requests at concurrency 8 (throughput), the worker
-    layouts also one request at a time (latency), and on ``nonspeech`` (words emitted). Stops at
-    ``deadline``; returns the skipped."""
+                  environment: Mapping[str, str], configs: list[SweepConfig] | None = None
+                  ) -> tuple[list[SweepRow], list[str]]:
+    """Each configuration on the same speech requests at concurrency 8 (throughput), some also
+    one request at a time (latency), and on ``nonspeech`` (words emitted). Rows that change the
+    process environment run in a child started from ``environment`` (the benchmark's own, before
+    our engine set anything) plus their changes. Stops at ``deadline``; returns the skipped."""
     rows, skipped = [], []
-    for label, note, transform, timed_alone in configs or sweep_configs(settings):
+    for config in configs or sweep_configs(settings):
         if time.monotonic() > deadline:
-            skipped.append(label)
+            skipped.append(config.label)
             continue
-        pipeline = Pipeline(transform(settings))
+        runner: Pipeline | PipelineProcess
+        if config.environment:
+            runner = PipelineProcess({**environment, **config.environment}, settings.data_dir)
+        else:
+            runner = Pipeline(config.transform(settings))
         try:
-            pipeline.run("warm-up", requests[:1], 1, VOICEMAIL_OPTIONS)
-            run = pipeline.run(label, requests, 8, VOICEMAIL_OPTIONS)
-            alone = pipeline.run(f"{label} c=1", requests, 1, VOICEMAIL_OPTIONS) if timed_alone else None
-            silent = pipeline.run(f"{label} non-speech", nonspeech, 8, VOICEMAIL_OPTIONS)
+            runner.run("warm-up", requests[:1], 1, config.options)
+            run = runner.run(config.label, requests, 8, config.options)
+            alone = runner.run(f"{config.label} c=1", requests, 1, config.options) if config.timed_alone else None
+            silent = runner.run(f"{config.label} non-speech", nonspeech, 8, config.options)
         finally:
-            pipeline.close()
-        rows.append(SweepRow(label, note, run_totals(run), run, alone, run_totals(silent).words_emitted))
+            runner.close()
+        rows.append(SweepRow(config.label, config.note, run_totals(run), run, alone, run_totals(silent).words_emitted))
     return rows, skipped
 
 
