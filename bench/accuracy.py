@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from callpipe_asr.settings import Settings
+
 from .corpus import Corpus
-from .direct import Outcome, Pipeline, Request, run_concurrently
+from .direct import Outcome, Pipeline, Request, Run, run_concurrently, with_model
 from .evaluate import Score, Totals, score, total
 
 SPEECH_KINDS = ("prompt", "voicemail", "long")
@@ -98,19 +100,32 @@ class Fidelity:
     codec: str
     ours: Totals
     faster_whisper_decode: Totals
+    differing: tuple[tuple[str, str, str], ...] = ()
+    """(recording, our transcript, theirs) wherever the two transcripts differ."""
 
 
-def measure_fidelity(pipeline: Pipeline, corpus: Corpus, codecs: Sequence[str], kinds: Sequence[str],
-                     accuracy: AccuracyResults) -> list[Fidelity]:
-    """faster-whisper's decoder on the files whose scores with ours ``accuracy`` already has."""
+def measure_fidelity(settings: Settings, corpus: Corpus, codecs: Sequence[str], kinds: Sequence[str]) -> list[Fidelity]:
+    """Both decodings of every file through the same engine and filters, greedy only
+    (``temperatures: [0.0]``): the temperature fallback samples at random, so two runs of the
+    same audio may differ by a word; without it the decoding is the only difference left."""
+    pipeline = Pipeline(with_model(settings, temperatures=(0.0,)))
     results = []
-    for codec in codecs:
-        requests = requests_for(corpus, kinds, [codec])
-        theirs = run_concurrently(f"fidelity fw-decode {codec}", requests, pipeline.settings.jobs.workers,
-                                  pipeline.recognize_own_decode)
-        fw_totals = total([score(o.request.recording, o.transcript) for o in theirs.outcomes])
-        results.append(Fidelity(codec, accuracy.totals(kinds, codec), fw_totals))
+    try:
+        for codec in codecs:
+            requests = requests_for(corpus, kinds, [codec])
+            ours = run_concurrently(f"fidelity ours {codec}", requests, settings.jobs.workers, pipeline.recognize)
+            theirs = run_concurrently(f"fidelity fw-decode {codec}", requests, settings.jobs.workers,
+                                      pipeline.recognize_own_decode)
+            differing = tuple((a.request.recording.id, a.transcript.text.strip(), b.transcript.text.strip())
+                              for a, b in zip(ours.outcomes, theirs.outcomes) if a.transcript.text != b.transcript.text)
+            results.append(Fidelity(codec, _scored(ours), _scored(theirs), differing))
+    finally:
+        pipeline.close()
     return results
+
+
+def _scored(run: Run) -> Totals:
+    return total([score(o.request.recording, o.transcript) for o in run.outcomes])
 
 
 @dataclass(frozen=True)

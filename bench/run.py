@@ -150,9 +150,8 @@ def _run_parts(results: Results, plan: Plan, args: argparse.Namespace, scratch: 
             results.accuracy = _timed(results, "accuracy", lambda: measure_accuracy(
                 pipeline, corpus, plan.spec.codecs, plan.long_codecs), None)
         if results.accuracy is not None:
-            accuracy = results.accuracy
             results.fidelity = _timed(results, "fidelity", lambda: measure_fidelity(
-                pipeline, corpus, plan.fidelity_codecs, ("prompt", "voicemail", "long"), accuracy), [])
+                settings, corpus, plan.fidelity_codecs, ("prompt", "voicemail", "long")), [])
             results.vad_margin = _timed(results, "VAD margin",
                                         lambda: measure_vad_margin(corpus, settings.model().vad_threshold), None)
         if "server" in parts or "headline" in parts:

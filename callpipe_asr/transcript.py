@@ -68,7 +68,7 @@ class RecognitionOptions:
     segment_timestamps: bool = True
     """Whether the response shows when each segment was said. With this and ``word_timestamps``
     both false (a client that shows only the text) Whisper decodes without timestamp tokens,
-    about a tenth faster; segments then span up to 30 s of speech, their times as fine as the
+    about 5 % faster; segments then span up to 30 s of speech, their times as fine as the
     speech detection's regions."""
     channel_mode: ChannelMode = ChannelMode.AUTO
     detect_language: bool = False

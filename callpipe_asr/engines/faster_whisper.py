@@ -136,7 +136,7 @@ class FasterWhisperEngine:
     def decodes_text_only(self, options: RecognitionOptions) -> bool:
         """Whether Whisper decodes without timestamp tokens, in windows planned at pauses
         (:mod:`.speech_windows`): when the client wants neither words nor segment times (about
-        a tenth faster, the same words), or when ``without_timestamps`` says so for every
+        5 % faster on voicemail, the same words), or when ``without_timestamps`` says so for every
         request. Segments then span a window's speech, their times only as fine as the VAD's
         regions; words, where asked for, still come from the alignment pass."""
         return self._settings.without_timestamps or not (options.word_timestamps or options.segment_timestamps)
@@ -204,9 +204,10 @@ def spin_briefly_then_sleep() -> None:
     microseconds long. libgomp's default (300,000 spins, cut to 100 once a process has more
     OpenMP threads than cores, as two workers on two cores have) and the passive policy (no spin
     at all) both put waiting threads to sleep between those regions, and waking them costs more
-    than the work: one voicemail at a time ran 20-30 % faster with a short spin on the 2-core
-    benchmark machine (decoding twice as fast, the encoder unchanged), and two at a time the same
-    (within 3 %). A short spin wastes no core for longer than a few microseconds. libgomp reads
+    than the work: on the 2-core benchmark machine one recording at a time ran 1.19x as fast as
+    with passive waits (1.16x libgomp's default; decoding twice as fast, the encoder unchanged),
+    and eight offered at once 0.96x (see the sweep in ``bench/RESULTS.md``): voicemail mostly
+    arrives one at a time. A short spin wastes no core for longer than a few microseconds. libgomp reads
     these once, when CTranslate2 is first loaded, so they are set before that import; later they
     change nothing.
     """

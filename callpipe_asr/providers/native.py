@@ -27,7 +27,7 @@ def options_from_fields(fields: Mapping[str, str]) -> RecognitionOptions:
     it detected), ``task`` (``transcribe``, or ``translate`` into English), ``model``, ``prompt``,
     ``channels``, ``word_timestamps`` (``false`` skips Whisper's word alignment pass, about a
     tenth of the recognition time) and ``segment_timestamps`` (``false`` with it: Whisper decodes
-    text only, another tenth faster, and segments span up to 30 s of speech), for clients that
+    text only, about 5 % faster, and segments span up to 30 s of speech), for clients that
     read only the text, like the voicemail Lua."""
     language = optional_text(fields, "language")
     detect = language is not None and language.lower() == AUTO_LANGUAGE

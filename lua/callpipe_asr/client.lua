@@ -193,7 +193,7 @@ function M.transcribe(options, host)
       fields[#fields + 1] = { "wait", tostring(wait) }
     end
     -- The e-mail carries the text only: no word or segment timings (the server skips Whisper's
-    -- alignment pass and its timestamp tokens, each about 10% of the work)
+    -- alignment pass, ~10% of the work, and its timestamp tokens, ~5%)
     fields[#fields + 1] = { "word_timestamps", "false" }
     fields[#fields + 1] = { "segment_timestamps", "false" }
     return {
