@@ -204,10 +204,10 @@ def spin_briefly_then_sleep() -> None:
     microseconds long. libgomp's default (300,000 spins, cut to 100 once a process has more
     OpenMP threads than cores, as two workers on two cores have) and the passive policy (no spin
     at all) both put waiting threads to sleep between those regions, and waking them costs more
-    than the work: on the 2-core benchmark machine one recording at a time ran 1.19x as fast as
-    with passive waits (1.16x libgomp's default; decoding twice as fast, the encoder unchanged),
-    and eight offered at once 0.96x (see the sweep in ``bench/RESULTS.md``): voicemail mostly
-    arrives one at a time. A short spin wastes no core for longer than a few microseconds. libgomp reads
+    than the work: on the 2-core benchmark machine one recording at a time ran about 1.2x as fast
+    as with passive waits or libgomp's default (decoding twice as fast, the encoder unchanged),
+    and eight offered at once about as fast (0.96x and 1.04x passive's in two runs; the sweep in
+    ``bench/RESULTS.md``). A short spin wastes no core for longer than a few microseconds. libgomp reads
     these once, when CTranslate2 is first loaded, so they are set before that import; later they
     change nothing.
     """
