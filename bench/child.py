@@ -30,7 +30,11 @@ class JsonLinesChild:
             [sys.executable, "-m", module, *args], env=dict(environment), cwd=BENCH_ROOT, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
-        self.ready = self.read()
+        try:
+            self.ready = self.read()
+        except (RuntimeError, ValueError):
+            self.close()
+            raise
 
     def ask(self, message: dict[str, Any] | str) -> dict[str, Any]:
         assert self._process.stdin is not None

@@ -156,8 +156,8 @@ class SweepConfig:
     timed_alone: bool = False
     """Also time it one request at a time."""
     options: RecognitionOptions = VOICEMAIL_OPTIONS
-    environment: Mapping[str, str] = field(default_factory=dict)
-    """Process environment changes; a row with any runs in a child process of its own."""
+    environment: Mapping[str, str | None] = field(default_factory=dict)
+    """Process environment changes (None: unset); a row with any runs in a child process of its own."""
 
 
 DEFAULT_OPENMP_SPINS = "300000"
@@ -175,9 +175,9 @@ def sweep_configs(settings: Settings) -> list[SweepConfig]:
                                        partial(_layout, workers=other_workers, threads=threads), True))
     configs += [
         SweepConfig("OpenMP passive waits", "OMP_WAIT_POLICY=PASSIVE (no spin)", timed_alone=True,
-                    environment={"OMP_WAIT_POLICY": "PASSIVE"}),
+                    environment={"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}),
         SweepConfig("OpenMP's default waits", f"GOMP_SPINCOUNT={DEFAULT_OPENMP_SPINS}, no policy (libgomp's own)",
-                    timed_alone=True, environment={"GOMP_SPINCOUNT": DEFAULT_OPENMP_SPINS}),
+                    timed_alone=True, environment={"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": DEFAULT_OPENMP_SPINS}),
         SweepConfig("beam 5", "beam_size", lambda s: with_model(s, beam_size=5)),
         SweepConfig("no VAD", "vad_filter: false", lambda s: with_model(s, vad_filter=False)),
         SweepConfig("VAD as faster-whisper's defaults", "vad_speech_pad_ms 400, vad_min_speech_ms 0",
@@ -214,7 +214,8 @@ def measure_sweep(settings: Settings, requests: Sequence[Request], nonspeech: Se
             continue
         runner: Pipeline | PipelineProcess
         if config.environment:
-            runner = PipelineProcess({**environment, **config.environment}, settings.data_dir)
+            changed = {**environment, **config.environment}
+            runner = PipelineProcess({k: v for k, v in changed.items() if v is not None}, settings.data_dir)
         else:
             runner = Pipeline(config.transform(settings))
         try:

@@ -6,7 +6,7 @@ Nothing here knows about HTTP, a provider or an engine library.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -88,7 +88,10 @@ class RecognitionOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RecognitionOptions:
-        values = dict(data)
+        """Options as a job stored them. Keys this version does not know are left out: a job
+        written by a newer version (a rolling upgrade of API and worker processes) still runs."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
         values["task"] = Task(values.get("task", Task.TRANSCRIBE.value))
         values["channel_mode"] = ChannelMode(values.get("channel_mode", ChannelMode.AUTO.value))
         values["hotwords"] = tuple(values.get("hotwords", ()))

@@ -55,3 +55,15 @@ def test_channels_merge_into_one_dialogue_ordered_by_time() -> None:
 def test_transcript_round_trips_through_its_dict() -> None:
     transcript = _transcript()
     assert Transcript.from_dict(transcript.to_dict()) == transcript
+
+
+def test_options_of_a_job_stored_by_another_version_read_back() -> None:
+    """Older rows lack newer keys (their defaults apply); newer rows may carry keys this version
+    does not know (a rolling upgrade): both still run."""
+    from callpipe_asr.transcript import RecognitionOptions, Task
+
+    options = RecognitionOptions(language="de", task=Task.TRANSLATE, word_timestamps=False, segment_timestamps=False)
+    assert RecognitionOptions.from_dict(options.to_dict()) == options
+    old_row = {k: v for k, v in options.to_dict().items() if k != "segment_timestamps"}
+    assert RecognitionOptions.from_dict(old_row).segment_timestamps is True
+    assert RecognitionOptions.from_dict({**options.to_dict(), "diarize": True}) == options

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import EngineError
 from ..settings import GPU_ONLY_COMPUTE_TYPES, ModelSettings
+from .openmp import spin_briefly_then_sleep
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def load_cuda_libraries() -> list[str]:
 
 def cuda_device_count() -> int:
     """CUDA devices CTranslate2 can use here (0 where it cannot load CUDA at all)."""
+    spin_briefly_then_sleep()
     import ctranslate2  # imported here: only faster-whisper models on a GPU need it
 
     try:
@@ -75,6 +77,7 @@ def cuda_device_count() -> int:
 
 
 def supported_compute_types(device: str, index: int) -> frozenset[str]:
+    spin_briefly_then_sleep()
     import ctranslate2
 
     return frozenset(ctranslate2.get_supported_compute_types(device, index))

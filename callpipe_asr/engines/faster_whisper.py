@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,21 +21,19 @@ import numpy as np
 from ..errors import EngineError
 from ..settings import ModelSettings
 from ..transcript import RecognitionOptions, Segment, Task, Transcript, Word
+from .openmp import spin_briefly_then_sleep
 from .speech_windows import clip_timestamps, plan_windows, region_ends
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16_000
-OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
-GOMP_SPINCOUNT = "GOMP_SPINCOUNT"
-OMP_SPIN_COUNT = 1000
-"""Spins before a waiting OpenMP thread sleeps. Measured on the 2-core benchmark machine when it
-was chosen: 1,000 decoded as fast as any larger count, 300 or fewer as slowly as none."""
 M_MMAP_THRESHOLD = -3
 """glibc's mallopt parameter number for the mmap threshold."""
 MMAP_THRESHOLD_BYTES = 256 * 1024
 FRAMES_PER_WINDOW = 3000
 """Mel frames in Whisper's 30 s input window."""
+EDGE_TOLERANCE_SECONDS = 0.02
+"""Two mel frames: how near a region boundary a segment edge may fall and still be taken for it."""
 VAD_BLOCK_SECONDS = 30
 """Seconds of audio per VAD pass: bounds its memory; a block boundary costs the VAD nothing
 measurable (its state restarts, and regions meeting there are joined)."""
@@ -106,7 +103,10 @@ class FasterWhisperEngine:
             return Transcript(segments=(), language=language, duration=duration, model=self.name)
         audio = _join(samples, speech) if speech else samples
         text_only = self.decodes_text_only(options)
-        clips = clip_timestamps(plan_windows(audio, region_ends(speech or ()))) if text_only else "0"
+        # With words, faster-whisper moves on from each window's last word, not its end: planned
+        # windows would have their tails decoded again as windows of their own.
+        planned = text_only and not options.word_timestamps
+        clips = clip_timestamps(plan_windows(audio, region_ends(speech or ()))) if planned else "0"
         try:
             segments_iter, info = self._model.transcribe(
                 audio,
@@ -134,11 +134,12 @@ class FasterWhisperEngine:
         return Transcript(segments=segments, language=info.language, duration=duration, model=self.name)
 
     def decodes_text_only(self, options: RecognitionOptions) -> bool:
-        """Whether Whisper decodes without timestamp tokens, in windows planned at pauses
-        (:mod:`.speech_windows`): when the client wants neither words nor segment times (about
-        5 % faster on voicemail, the same words), or when ``without_timestamps`` says so for every
-        request. Segments then span a window's speech, their times only as fine as the VAD's
-        regions; words, where asked for, still come from the alignment pass."""
+        """Whether Whisper decodes without timestamp tokens: when the client wants neither words
+        nor segment times (about 5 % faster on voicemail, the same words; in windows planned at
+        pauses, :mod:`.speech_windows`), or when ``without_timestamps`` says so for every request
+        (where words are asked for, they come from the alignment pass, and faster-whisper moves
+        from window to window by the last word). Segments then span a window's speech, their
+        times only as fine as the VAD's regions."""
         return self._settings.without_timestamps or not (options.word_timestamps or options.segment_timestamps)
 
     def speech_regions(self, samples: Any) -> list[dict[str, int]]:
@@ -194,32 +195,6 @@ class FasterWhisperEngine:
         if self._vad_pool is not None:
             self._vad_pool.shutdown(wait=True)
         del self._model
-
-
-def spin_briefly_then_sleep() -> None:
-    """Have OpenMP (CTranslate2's threads) spin :data:`OMP_SPIN_COUNT` times while waiting for
-    work, then sleep, unless the environment already sets either variable.
-
-    Whisper's decoder runs one small step per token, each a few OpenMP regions a few
-    microseconds long. libgomp's default (300,000 spins, cut to 100 once a process has more
-    OpenMP threads than cores, as two workers on two cores have) and the passive policy (no spin
-    at all) both put waiting threads to sleep between those regions, and waking them costs more
-    than the work: on the 2-core benchmark machine one recording at a time ran about 1.2x as fast
-    as with passive waits or libgomp's default (decoding twice as fast, the encoder unchanged),
-    and eight offered at once about as fast (0.96x and 1.04x passive's in two runs; the sweep in
-    ``bench/RESULTS.md``). A short spin wastes no core for longer than a few microseconds. libgomp reads
-    these once, when CTranslate2 is first loaded, so they are set before that import; later they
-    change nothing.
-    """
-    if "ctranslate2" in sys.modules:
-        if os.environ.get(GOMP_SPINCOUNT) is None:
-            log.debug("CTranslate2 was loaded before the engine: OpenMP keeps its wait policy")
-        return
-    if OMP_WAIT_POLICY in os.environ or GOMP_SPINCOUNT in os.environ:
-        return
-    # ACTIVE makes libgomp use the spin count as given, with more threads than cores too
-    os.environ[OMP_WAIT_POLICY] = "ACTIVE"
-    os.environ[GOMP_SPINCOUNT] = str(OMP_SPIN_COUNT)
 
 
 def keep_large_buffers_out_of_the_heap() -> None:
@@ -281,7 +256,11 @@ class _Timeline:
         return self._shifts[-1]
 
     def original(self, joined_time: float, is_end: bool = False) -> float:
-        return joined_time + self.shift(joined_time, is_end)
+        """A segment's start or end in the recording. An edge within :data:`EDGE_TOLERANCE_SECONDS`
+        of a region boundary belongs to the region it bounds: a window planned at a boundary
+        starts on the mel frame before it, and seconds count frames in floating point."""
+        probe = joined_time - EDGE_TOLERANCE_SECONDS if is_end else joined_time + EDGE_TOLERANCE_SECONDS
+        return joined_time + self.shift(probe, is_end)
 
 
 def _segment(raw: Any, timeline: _Timeline | None) -> Segment:

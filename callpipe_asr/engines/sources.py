@@ -28,6 +28,7 @@ from ..settings import (
     ModelSettings,
     Settings,
 )
+from .openmp import spin_briefly_then_sleep
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def locate(model: ModelSettings, data_dir: Path) -> Path:
 def download_from_hub(name: str, cache_dir: Path) -> Path:
     """A faster-whisper model by its hub name (``Systran/faster-whisper-small``, or a size such
     as ``small``), downloaded once into ``cache_dir`` (only for ``allow_download`` models)."""
+    spin_briefly_then_sleep()  # importing faster_whisper loads CTranslate2
     from faster_whisper.utils import download_model
 
     target = cache_dir / name.replace("/", "--")

@@ -72,13 +72,17 @@ def test_backup_under_load_restores_every_acknowledged_job(
     stop = threading.Event()
 
     def load(offset: int) -> None:
-        """Keep uploading distinct recordings (each a new job) until told to stop."""
-        for index in range(offset, len(recordings), 2):
+        """Keep uploading recordings, a few dozen a second, until told to stop, however long the
+        backup takes on this machine (at most 900 uploads: the queue holds 1000). Each upload is a
+        new job: a recording sent again carries another prompt, so it is no duplicate."""
+        for index in range(offset, 900, 2):
             if stop.is_set():
                 return
-            answer = server.post_job(recordings[index].audio, filename=f"{recordings[index].name}.wav")
+            recording = recordings[index % len(recordings)]
+            answer = server.post_job(recording.audio, filename=f"{recording.name}.wav", prompt=f"upload {index}")
             if answer.status == 202:
                 acknowledged.append((time.monotonic(), answer.json()["id"]))
+            time.sleep(0.02)
 
     loaders = [threading.Thread(target=load, args=(offset,)) for offset in (0, 1)]
     for loader in loaders:

@@ -106,3 +106,19 @@ def test_silence_is_cut_at_its_start_and_a_gap_at_its_middle() -> None:
 def test_clip_timestamps_are_the_window_edges_in_seconds() -> None:
     windows = [Window(0, 24 * SAMPLE_RATE_HZ), Window(24 * SAMPLE_RATE_HZ, 36 * SAMPLE_RATE_HZ + 160)]
     assert clip_timestamps(windows) == [0.0, 24.0, 24.0, 36.01]
+
+
+def test_a_window_edge_at_a_region_boundary_maps_to_that_region() -> None:
+    """A text-only segment starts on the mel frame before the boundary its window was cut at (and
+    seconds count frames in floating point): it still starts where the next region's speech
+    does, not at the end of the previous one with the whole removed pause in between."""
+    from callpipe_asr.engines.faster_whisper import _Timeline
+
+    regions = [{"start": 0, "end": 400_032}, {"start": 800_000, "end": 1_200_000}]  # 0-25.002 s, 50-75 s
+    timeline = _Timeline(regions)
+    cut = plan_windows(speech_like(50.002), region_ends(regions))[0].end / SAMPLE_RATE_HZ
+    assert cut == 25.0  # the frame before the boundary at 25.002 s of joined speech
+    assert timeline.original(cut) == pytest.approx(50.0 - 0.002, abs=1e-6)
+    assert timeline.original(cut, is_end=True) == pytest.approx(cut, abs=1e-6)
+    assert timeline.original(25.002 + 1e-12, is_end=True) == pytest.approx(25.002, abs=1e-6)
+    assert timeline.original(12.0) == 12.0 and timeline.original(40.0) == pytest.approx(64.998, abs=1e-6)
