@@ -1,6 +1,7 @@
 """OpenMP's waiting policy for CTranslate2's threads: a process-wide setting that libgomp reads
-once, when CTranslate2 is first loaded, so it is made before anything here imports it (loading
-an engine, checking the models at start-up, asking CTranslate2 about GPUs, fetching a hub model).
+once, when CTranslate2 is first loaded, so each place here that imports CTranslate2 or
+faster-whisper calls :func:`spin_briefly_then_sleep` just before (the engine, the GPU queries,
+fetching a hub model).
 Never at import time: the benchmark's faster-whisper baseline imports this package and must run
 with the environment a user's own script would have."""
 

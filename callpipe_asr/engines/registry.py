@@ -21,7 +21,6 @@ from ..errors import EngineError
 from ..settings import ModelSettings, Settings
 from .base import Engine
 from .devices import place, placed_settings
-from .openmp import spin_briefly_then_sleep
 from .selection import UnknownModel, resolve_model_name
 from .sources import installed_models, locate, source_problem
 
@@ -42,8 +41,6 @@ def model_path(source: str, data_dir: Path) -> Path:
 def load_engine(name: str, model: ModelSettings, data_dir: Path, concurrency: int) -> Engine:
     """Load ``model`` with its engine, or :class:`EngineError` naming the missing package, file
     or device."""
-    if model.engine == "faster-whisper":
-        spin_briefly_then_sleep()  # before anything loads CTranslate2 (a hub source, placement)
     path = locate(model, data_dir)
     if model.engine == "faster-whisper":
         from .faster_whisper import FasterWhisperEngine
@@ -76,8 +73,6 @@ def check_models(settings: Settings, gpus: int | None = None) -> list[str]:
     whose package or files are missing, and any served model asking for a CUDA device that is
     unusable. Models loaded on first use that are not installed only get a log line: requests
     for them are refused with a 400 saying what to install."""
-    if any(settings.models[name].engine == "faster-whisper" for name in settings.served_models):
-        spin_briefly_then_sleep()  # before the checks load CTranslate2 (placement, hub sources)
     problems: list[str] = []
     preloaded = set(preloaded_names(settings))
     for name in settings.served_models:
