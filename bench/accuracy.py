@@ -9,8 +9,8 @@ from typing import Sequence
 from callpipe_asr.settings import Settings
 
 from .corpus import Corpus
-from .direct import Outcome, Pipeline, Request, Run, run_concurrently, with_model
-from .evaluate import Score, Totals, score, total
+from .direct import Outcome, Pipeline, Request, run_concurrently, with_model
+from .evaluate import Score, Totals, run_totals, score, total
 
 SPEECH_KINDS = ("prompt", "voicemail", "long")
 
@@ -118,14 +118,10 @@ def measure_fidelity(settings: Settings, corpus: Corpus, codecs: Sequence[str], 
                                       pipeline.recognize_own_decode)
             differing = tuple((a.request.recording.id, a.transcript.text.strip(), b.transcript.text.strip())
                               for a, b in zip(ours.outcomes, theirs.outcomes) if a.transcript.text != b.transcript.text)
-            results.append(Fidelity(codec, _scored(ours), _scored(theirs), differing))
+            results.append(Fidelity(codec, run_totals(ours), run_totals(theirs), differing))
     finally:
         pipeline.close()
     return results
-
-
-def _scored(run: Run) -> Totals:
-    return total([score(o.request.recording, o.transcript) for o in run.outcomes])
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 from callpipe_asr.scoring import NO_ERRORS, WordErrors, normalized_words, word_errors
 from callpipe_asr.transcript import Transcript, Word
 
 from .corpus import Recording, Sentence
+
+if TYPE_CHECKING:
+    from .direct import Outcome, Run
 
 SENTENCE_WINDOW_SECONDS = 1.5
 """A sentence's words may be stamped this far outside where the reference puts it."""
@@ -104,3 +108,12 @@ def total(scores: list[Score]) -> Totals:
         sentences=sum(s.sentences for s in scores),
         sentences_present=sum(s.sentences_present for s in scores),
     )
+
+
+def total_of(outcomes: Sequence[Outcome]) -> Totals:
+    """Every outcome scored against its recording, summed."""
+    return total([score(o.request.recording, o.transcript) for o in outcomes])
+
+
+def run_totals(run: Run) -> Totals:
+    return total_of(run.outcomes)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from callpipe_asr.scoring import NO_ERRORS
 
 from .audio import CODECS
-from .evaluate import Totals
-from .speed import CONCURRENCIES, Baseline, latency_by_size, median, run_totals
+from .evaluate import Totals, run_totals
+from .speed import CONCURRENCIES, Baseline, latency_by_size, median
 
 if TYPE_CHECKING:
     from .run import Results

@@ -21,16 +21,12 @@ from callpipe_asr.transcript import RecognitionOptions
 
 from .baseline import BaselineProcess
 from .direct import VOICEMAIL_OPTIONS, FasterWhisperDirect, Outcome, Pipeline, Request, Run, with_model, with_workers
-from .evaluate import Totals, score, total
+from .evaluate import Totals, run_totals, total_of
 from .isolated import PipelineProcess
 from .server import MemoryStatus, ServerProcess, run_clients
 
 CONCURRENCIES = (1, 2, 8)
 SIZE_BUCKETS = ((0.0, 10.0, "< 10 s"), (10.0, 60.0, "10-60 s"), (60.0, float("inf"), "> 60 s"))
-
-
-def run_totals(run: Run) -> Totals:
-    return total([score(o.request.recording, o.transcript) for o in run.outcomes])
 
 
 def latency_by_size(run: Run) -> dict[str, tuple[int, float, float]]:
@@ -128,10 +124,6 @@ def measure_headline(server: ServerProcess, voicemails: Sequence[Request],
 def sequential(label: str, outcomes: Sequence[Outcome]) -> Run:
     """A run of requests made one after another, timed by their latencies."""
     return Run(label, 1, sum(o.latency for o in outcomes), tuple(outcomes))
-
-
-def total_of(outcomes: Sequence[Outcome]) -> Totals:
-    return total([score(o.request.recording, o.transcript) for o in outcomes])
 
 
 @dataclass(frozen=True)
